@@ -1,0 +1,43 @@
+# Every target creates .venv on first use and installs the package editable with its dev extra.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PROFILE ?= tiny
+# Every notebook in the repository, outside the venv and the build folder.
+NOTEBOOKS = $(shell find . -name '*.ipynb' -not -path './$(VENV)/*' -not -path './_build/*' \
+              -not -path '*/.ipynb_checkpoints/*' | sort)
+
+.PHONY: test book lab bench lint refresh clean
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+## make test: unit tests and every notebook under nbval, in the tiny profile
+test: $(VENV)/.installed
+	DGM_PROFILE=tiny MPLBACKEND=Agg $(PY) -m pytest tests $(NOTEBOOKS) \
+	    --nbval-lax --nbval-current-env --durations=0 -q
+
+## make book: execute every notebook in PROFILE (tiny|cpu|gpu) and render _build/PROFILE/html
+book: $(VENV)/.installed
+	$(PY) -m utils.book --profile $(PROFILE)
+
+## make refresh: re-execute every notebook in the cpu profile and write the outputs back in place
+refresh: $(VENV)/.installed
+	$(PY) -m utils.book --profile cpu --in-place
+
+## make lab: Jupyter Lab on the repository
+lab: $(VENV)/.installed
+	$(VENV)/bin/jupyter lab
+
+## make bench: the benchmarks in tests/benchmarks (each prints a ratio measured in one run)
+bench: $(VENV)/.installed
+	MPLBACKEND=Agg $(PY) -m pytest tests/benchmarks -q -s
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
+
+clean:
+	rm -rf _build
