@@ -17,7 +17,7 @@ $(VENV)/.installed: pyproject.toml
 
 ## make test: unit tests and every notebook under nbval, in the tiny profile
 test: $(VENV)/.installed
-	DGM_PROFILE=tiny MPLBACKEND=Agg $(PY) -m pytest tests $(NOTEBOOKS) \
+	DGM_PROFILE=tiny MPLBACKEND=Agg $(PY) -m pytest tests $(NOTEBOOKS) --ignore=tests/benchmarks \
 	    --nbval-lax --nbval-current-env --durations=0 -q
 
 ## make book: execute every notebook in PROFILE (tiny|cpu|gpu) and render _build/PROFILE/html
