@@ -1,0 +1,58 @@
+"""The book's datasets (DESIGN.md §6): offline by default, deterministic given a seed.
+
+- :func:`toy2d`: 2-D toys (``ring8``, ``grid25``, ``swissroll``, ``moons``, ``checkerboard``);
+  :func:`toy2d_log_prob` and :func:`toy2d_mixture` for those with a closed-form density.
+- :func:`digits`: the 1,797 real 8x8 handwritten digits shipped with scikit-learn, in [-1, 1].
+- :func:`shapes`: procedurally drawn coloured shapes with labels and captions.
+- :func:`mnist`, :func:`fashion_mnist`, :func:`cifar10`: the gpu profile's torchvision datasets;
+  offline they fail with an error naming the offline alternative.
+- :func:`batches`: a stateless minibatch sampler, ``batches(x, batch_size=B)(step)``.
+
+Nothing here downloads at import time or unless called with ``download=True``.
+"""
+
+from utils.data._common import LabelledImages
+from utils.data.drawn_shapes import (
+    COLOUR_NAMES,
+    COLOUR_RGB,
+    SCALE_NAMES,
+    SHAPE_NAMES,
+    ShapesData,
+    shapes,
+)
+from utils.data.handwritten_digits import DIGITS_SPLITS, digits
+from utils.data.minibatches import Batches, batches, epoch_permutation
+from utils.data.torchvision_sets import (
+    CIFAR10_CLASSES,
+    FASHION_MNIST_CLASSES,
+    cifar10,
+    data_root,
+    fashion_mnist,
+    mnist,
+)
+from utils.data.toys import TOY2D_NAMES, toy2d, toy2d_log_prob, toy2d_mixture
+
+__all__ = [
+    "CIFAR10_CLASSES",
+    "COLOUR_NAMES",
+    "COLOUR_RGB",
+    "DIGITS_SPLITS",
+    "FASHION_MNIST_CLASSES",
+    "SCALE_NAMES",
+    "SHAPE_NAMES",
+    "TOY2D_NAMES",
+    "Batches",
+    "LabelledImages",
+    "ShapesData",
+    "batches",
+    "cifar10",
+    "data_root",
+    "digits",
+    "epoch_permutation",
+    "fashion_mnist",
+    "mnist",
+    "shapes",
+    "toy2d",
+    "toy2d_log_prob",
+    "toy2d_mixture",
+]
