@@ -17,6 +17,7 @@ $(VENV)/.installed: pyproject.toml
 
 ## make test: unit tests and every notebook under nbval, in the tiny profile
 test: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
 	DGM_PROFILE=tiny MPLBACKEND=Agg $(PY) -m pytest tests $(NOTEBOOKS) --ignore=tests/benchmarks \
 	    --nbval-lax --nbval-current-env --durations=0 -q
 
