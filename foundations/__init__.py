@@ -1,22 +1,13 @@
 """Foundations: densities, latent variable models, Jensen and variational bounds, Monte Carlo,
 the manifold hypothesis, score functions and Tweedie's formula.
 
-Notebooks: ``01_probability_and_density_modeling``; the rest of the part is planned.
+Each module lists its public names in ``__all__``; this package re-exports all of them, so a
+notebook writes ``from foundations import GaussianMixture, em_fit``.
 """
 
-from foundations.densities import GaussianMixture, gaussian_log_prob, gaussian_mle, mle_step
-from foundations.information import cross_entropy, empirical_distribution, entropy
-from foundations.nonparametric import histogram_log_prob, kde_log_prob, scott_bandwidth
+from foundations import densities, information, nonparametric
+from foundations.densities import *  # noqa: F403
+from foundations.information import *  # noqa: F403
+from foundations.nonparametric import *  # noqa: F403
 
-__all__ = [
-    "GaussianMixture",
-    "cross_entropy",
-    "empirical_distribution",
-    "entropy",
-    "gaussian_log_prob",
-    "gaussian_mle",
-    "histogram_log_prob",
-    "kde_log_prob",
-    "mle_step",
-    "scott_bandwidth",
-]
+__all__ = [*densities.__all__, *information.__all__, *nonparametric.__all__]

@@ -187,6 +187,30 @@ class GaussianMixture(nn.Module):
         log_pi = torch.log_softmax(self.logits, dim=0)
         return torch.softmax(log_pi + self.component_log_prob(x), dim=-1)
 
+    def score(self, x: torch.Tensor) -> torch.Tensor:
+        """The score ∇_x log p(x) = Σ_k p(z = k | x) Σ_k⁻¹ (μ_k - x), in closed form: ``(..., D)``.
+
+        Each component's score is -Σ_k⁻¹ (x - μ_k); the mixture's is their average weighted by
+        the responsibilities (differentiate the log-sum-exp).
+        """
+        _check_points(x, self.dim)
+        r = self.posterior(x)  # (..., K)
+        L = self.scale_tril
+        diff = (self.means - x.unsqueeze(-2)).unsqueeze(-1)  # (..., K, D, 1)
+        L_b = L.expand(*diff.shape[:-2], self.dim, self.dim)
+        precision_diff = torch.cholesky_solve(diff, L_b, upper=False).squeeze(-1)  # Σ⁻¹(μ - x)
+        return (r.unsqueeze(-1) * precision_diff).sum(-2)
+
+    def smoothed(self, sigma: float | torch.Tensor) -> GaussianMixture:
+        """The density of y = x + σ ε, x ~ p, ε ~ N(0, I): the same mixture with every covariance
+        Σ_k + σ² I (a Gaussian convolved with a Gaussian). A new, detached mixture."""
+        sigma = torch.as_tensor(sigma, dtype=self.means.dtype, device=self.means.device)
+        if sigma.ndim != 0 or not bool(sigma >= 0):
+            raise ValueError(f"sigma must be a non-negative scalar, got {sigma}")
+        eye = torch.eye(self.dim, dtype=self.means.dtype, device=self.means.device)
+        with torch.no_grad():
+            return GaussianMixture(self.weights, self.means, self.covariances + sigma**2 * eye)
+
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """Ancestral sampling, z ~ Categorical(π) then x = μ_z + L_z ε with ε ~ N(0, I): ``(n, D)``.

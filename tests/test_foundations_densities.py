@@ -189,3 +189,32 @@ def test_methods_bad_input():
     with pytest.raises(ValueError, match=r"\(N, D\)"):
         gaussian_mle(torch.zeros(3))
     assert math.isfinite(gm.log_prob(torch.zeros(2, dtype=torch.float64)).item())
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_score_matches_autograd(dtype):
+    gm = random_mixture(k=3, d=3, dtype=dtype)
+    x = torch.randn(4, 5, 3, dtype=dtype, requires_grad=True)
+    (grad,) = torch.autograd.grad(gm.log_prob(x).sum(), x)
+    tol = 1e-4 if dtype == torch.float32 else 1e-10
+    torch.testing.assert_close(gm.score(x), grad, rtol=tol, atol=tol)
+
+
+def test_smoothed_is_the_density_of_noisy_samples():
+    gm = random_mixture(k=2, d=2)
+    noisy = gm.smoothed(0.7)
+    torch.testing.assert_close(noisy.covariances - gm.covariances,
+                               0.49 * torch.eye(2, dtype=torch.float64).expand(2, 2, 2))
+    n = 100_000
+    g = torch.Generator().manual_seed(0)
+    y = gm.sample(n, generator=g) + 0.7 * torch.randn(n, 2, generator=g, dtype=torch.float64)
+    # P(y_1 > 0) from samples vs from the smoothed density on a grid
+    t = torch.linspace(-15, 15, 601, dtype=torch.float64)
+    xx, yy = torch.meshgrid(t, t, indexing="xy")
+    with torch.no_grad():
+        p = noisy.log_prob(torch.stack([xx, yy], -1)).exp()
+    dx = float(t[1] - t[0])
+    prob = float(p[xx > 0].sum() * dx * dx)
+    assert abs(float((y[:, 0] > 0).double().mean()) - prob) < 5 * (prob * (1 - prob) / n) ** 0.5
+    with pytest.raises(ValueError, match="sigma"):
+        gm.smoothed(-1.0)
