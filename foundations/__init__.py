@@ -14,6 +14,7 @@ from foundations import (
     monte_carlo,
     nonparametric,
     scores,
+    two_sample,
 )
 from foundations.bounds import *  # noqa: F403
 from foundations.densities import *  # noqa: F403
@@ -23,8 +24,10 @@ from foundations.manifold import *  # noqa: F403
 from foundations.monte_carlo import *  # noqa: F403
 from foundations.nonparametric import *  # noqa: F403
 from foundations.scores import *  # noqa: F403
+from foundations.two_sample import *  # noqa: F403
 
 __all__ = [
     *densities.__all__, *information.__all__, *nonparametric.__all__, *latent.__all__,
     *bounds.__all__, *monte_carlo.__all__, *manifold.__all__, *scores.__all__,
+    *two_sample.__all__,
 ]
