@@ -29,11 +29,13 @@ def _check_points(x: torch.Tensor, d: int, name: str = "x") -> None:
 
 def gaussian_log_prob(x: torch.Tensor, mean: torch.Tensor,
                       scale_tril: torch.Tensor) -> torch.Tensor:
-    """log N(x; μ, L Lᵀ) for ``x: (..., D)``, ``mean: (D,)``, ``scale_tril: (D, D)`` → ``(...)``.
+    """log N(x; μ, L Lᵀ) for ``x: (..., D)``, ``mean: (*B, D)``, ``scale_tril: (*B, D, D)``.
 
-    Uses a triangular solve, never an explicit inverse or determinant: the Mahalanobis term is
-    ‖L⁻¹(x - μ)‖² and log det Σ = 2 Σ_i log L_ii. Batch dimensions of ``mean``/``scale_tril`` in
-    front broadcast against ``x``'s.
+    Uses triangular solves, never an explicit inverse or determinant: the Mahalanobis term is
+    ‖L⁻¹(x - μ)‖² and log det Σ = 2 Σ_i log L_ii. The batch dimensions B of ``mean`` and
+    ``scale_tril`` broadcast against the trailing batch dimensions of ``x``; the result has the
+    broadcast batch shape. All points that share a covariance are solved together (one solve
+    with many right-hand sides, not one small solve per point).
     """
     d = mean.shape[-1]
     _check_points(x, d)
@@ -43,9 +45,14 @@ def gaussian_log_prob(x: torch.Tensor, mean: torch.Tensor,
     diag = torch.diagonal(scale_tril, dim1=-2, dim2=-1)
     if not bool(torch.all(diag > 0)):
         raise ValueError("scale_tril must have a positive diagonal (a Cholesky factor)")
-    diff = (x - mean).unsqueeze(-1)  # (..., D, 1)
-    z = torch.linalg.solve_triangular(scale_tril.expand(*diff.shape[:-2], d, d), diff, upper=False)
-    maha = z.squeeze(-1).pow(2).sum(-1)
+    diff = x - mean
+    b = scale_tril.ndim - 2
+    batch = torch.broadcast_shapes(diff.shape[:-1], scale_tril.shape[:-2])
+    diff = diff.expand(*batch, d)
+    tail = batch[len(batch) - b:]  # the batch dimensions that carry their own covariance
+    rhs = diff.reshape(-1, *tail, d).movedim(0, -1)  # (*tail, D, M): M points per covariance
+    z = torch.linalg.solve_triangular(scale_tril.expand(*tail, d, d), rhs, upper=False)
+    maha = z.pow(2).sum(-2).movedim(-1, 0).reshape(batch)
     return -0.5 * maha - diag.log().sum(-1) - 0.5 * d * math.log(2 * math.pi)
 
 
