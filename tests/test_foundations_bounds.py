@@ -8,21 +8,18 @@ import pytest
 import scipy.special
 import scipy.stats
 import torch
+from conftest import random_mixture as shared_random_mixture
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from foundations import GaussianMixture, elbo, elbo_discrete, iw_bound
+from foundations import elbo, elbo_discrete, iw_bound
 
 F64 = torch.float64
 PROPERTY = settings(max_examples=25, deadline=None, derandomize=True)
 
 
 def random_mixture(k=3, d=2, seed=0, dtype=F64):
-    g = torch.Generator().manual_seed(seed)
-    w = torch.rand(k, generator=g, dtype=dtype) + 0.1
-    a = torch.randn(k, d, d, generator=g, dtype=dtype)
-    cov = a @ a.transpose(-1, -2) + 0.5 * torch.eye(d, dtype=dtype)
-    return GaussianMixture(w / w.sum(), 2 * torch.randn(k, d, generator=g, dtype=dtype), cov)
+    return shared_random_mixture(k, d, seed, dtype, spread=2.0)
 
 
 def joint_log_prob(gm, x):

@@ -6,19 +6,12 @@ import numpy as np
 import pytest
 import scipy.stats
 import torch
+from conftest import random_mixture
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from foundations import GaussianMixture, gaussian_log_prob, gaussian_mle, mle_step
 from utils.training import fit
-
-
-def random_mixture(k=3, d=2, seed=0, dtype=torch.float64):
-    g = torch.Generator().manual_seed(seed)
-    w = torch.rand(k, generator=g, dtype=dtype) + 0.1
-    a = torch.randn(k, d, d, generator=g, dtype=dtype)
-    cov = a @ a.transpose(-1, -2) + 0.5 * torch.eye(d, dtype=dtype)
-    return GaussianMixture(w / w.sum(), 3 * torch.randn(k, d, generator=g, dtype=dtype), cov)
 
 
 def test_gaussian_log_prob_matches_scipy():

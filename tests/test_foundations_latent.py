@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import scipy.stats
 import torch
+from conftest import random_mixture as shared_random_mixture
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.optimize import linear_sum_assignment
@@ -27,11 +28,8 @@ F64 = torch.float64
 
 
 def random_mixture(k=3, d=2, seed=0, spread=3.0, dtype=F64):
-    g = torch.Generator().manual_seed(seed)
-    w = torch.rand(k, generator=g, dtype=dtype) + 0.2
-    a = torch.randn(k, d, d, generator=g, dtype=dtype)
-    cov = 0.3 * (a @ a.transpose(-1, -2)) + 0.2 * torch.eye(d, dtype=dtype)
-    return GaussianMixture(w / w.sum(), spread * torch.randn(k, d, generator=g, dtype=dtype), cov)
+    return shared_random_mixture(k, d, seed, dtype, spread=spread, jitter=0.2, weight_floor=0.2,
+                                 cov_scale=0.3)
 
 
 def random_responsibilities(n, k, seed=0):

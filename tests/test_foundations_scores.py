@@ -16,6 +16,7 @@ import scipy.integrate
 import scipy.linalg
 import scipy.stats
 import torch
+from conftest import random_mixture as shared_random_mixture
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -34,11 +35,7 @@ F64 = dict(dtype=torch.float64)
 
 
 def random_mixture(k=3, d=2, seed=0, dtype=torch.float64):
-    g = torch.Generator().manual_seed(seed)
-    w = torch.rand(k, generator=g, dtype=dtype) + 0.1
-    a = torch.randn(k, d, d, generator=g, dtype=dtype)
-    cov = a @ a.transpose(-1, -2) + 0.3 * torch.eye(d, dtype=dtype)
-    return GaussianMixture(w / w.sum(), 2 * torch.randn(k, d, generator=g, dtype=dtype), cov)
+    return shared_random_mixture(k, d, seed, dtype, spread=2.0, jitter=0.3)
 
 
 # ----------------------------------------------------------------------------- the score
