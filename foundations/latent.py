@@ -43,20 +43,17 @@ from tqdm import tqdm
 
 from foundations.densities import GaussianMixture, gaussian_log_prob
 from utils.training import NonFiniteLossError
+from utils.validation import shape_of
 
 __all__ = ["EMResult", "PPCA", "em_fit", "em_lower_bound", "em_m_step", "ppca_fit",
            "ppca_log_likelihood", "ppca_posterior"]
 
 
-def _shape(x) -> object:
-    return tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-
-
 def _check_data(x: torch.Tensor, min_n: int = 1, name: str = "x") -> None:
     if not isinstance(x, torch.Tensor) or x.ndim != 2 or not x.dtype.is_floating_point:
-        raise ValueError(f"{name} must be a float tensor of shape (N, D), got {_shape(x)}")
+        raise ValueError(f"{name} must be a float tensor of shape (N, D), got {shape_of(x)}")
     if x.shape[0] < min_n or x.shape[1] < 1:
-        raise ValueError(f"{name} must have N >= {min_n} points and D >= 1, got {_shape(x)}")
+        raise ValueError(f"{name} must have N >= {min_n} points and D >= 1, got {shape_of(x)}")
     if not bool(torch.isfinite(x).all()):
         raise ValueError(f"{name} has non-finite entries (NaN or inf)")
 
@@ -69,7 +66,7 @@ def _check_reg(reg: float) -> None:
 
 def _check_responsibilities(r: torch.Tensor, n: int) -> None:
     if not isinstance(r, torch.Tensor) or r.ndim != 2 or r.shape[0] != n or r.shape[1] < 1:
-        raise ValueError(f"responsibilities must have shape (N={n}, K), got {_shape(r)}")
+        raise ValueError(f"responsibilities must have shape (N={n}, K), got {shape_of(r)}")
     tol = 1e-5 if r.dtype == torch.float32 else 1e-10
     if not bool(torch.isfinite(r).all()) or bool((r < 0).any()):
         raise ValueError("responsibilities must be finite and non-negative")
@@ -259,12 +256,12 @@ def ppca_fit(x: torch.Tensor, q: int) -> PPCA:
 
 def _check_ppca(W, mu, sigma2, d: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     if not isinstance(W, torch.Tensor) or W.ndim != 2 or not W.dtype.is_floating_point:
-        raise ValueError(f"W must be a float tensor of shape (D, q), got {_shape(W)}")
+        raise ValueError(f"W must be a float tensor of shape (D, q), got {shape_of(W)}")
     D, q = W.shape
     if d is not None and D != d:
-        raise ValueError(f"W must have D = {d} rows to match x, got {_shape(W)}")
+        raise ValueError(f"W must have D = {d} rows to match x, got {shape_of(W)}")
     if not isinstance(mu, torch.Tensor) or mu.shape != (D,):
-        raise ValueError(f"mu must have shape ({D},), got {_shape(mu)}")
+        raise ValueError(f"mu must have shape ({D},), got {shape_of(mu)}")
     sigma2 = torch.as_tensor(sigma2, dtype=W.dtype, device=W.device)
     if sigma2.numel() != 1 or not bool(torch.isfinite(sigma2).all()) or not bool(sigma2 > 0):
         raise ValueError(f"sigma2 must be a positive finite scalar, got {sigma2}")
@@ -283,7 +280,7 @@ def ppca_log_likelihood(x: torch.Tensor, W: torch.Tensor, mu: torch.Tensor,
     with S the data's covariance about μ (1/N normalised).
     """
     if not isinstance(x, torch.Tensor) or x.ndim < 1:
-        raise ValueError(f"x must be a tensor of shape (..., D), got {_shape(x)}")
+        raise ValueError(f"x must be a tensor of shape (..., D), got {shape_of(x)}")
     sigma2, eye = _check_ppca(W, mu, sigma2, d=x.shape[-1])
     if not bool(torch.isfinite(x).all()):
         raise ValueError("x has non-finite entries (NaN or inf)")
@@ -299,7 +296,7 @@ def ppca_posterior(x: torch.Tensor, W: torch.Tensor, mu: torch.Tensor,
     The reconstruction W E[z | x] + μ tends to PCA's projection U_q U_qᵀ (x - μ) + μ as σ² → 0.
     """
     if not isinstance(x, torch.Tensor) or x.ndim < 1:
-        raise ValueError(f"x must be a tensor of shape (..., D), got {_shape(x)}")
+        raise ValueError(f"x must be a tensor of shape (..., D), got {shape_of(x)}")
     sigma2, _ = _check_ppca(W, mu, sigma2, d=x.shape[-1])
     q = W.shape[1]
     M = W.T @ W + sigma2 * torch.eye(q, dtype=W.dtype, device=W.device)

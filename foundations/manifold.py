@@ -31,6 +31,8 @@ import math
 
 import torch
 
+from utils.validation import is_int
+
 __all__ = [
     "intrinsic_dimension_mle",
     "knn_distances",
@@ -42,10 +44,6 @@ __all__ = [
     "sample_swiss_roll_3d",
     "sample_torus",
 ]
-
-
-def _is_int(k: object) -> bool:
-    return isinstance(k, int) and not isinstance(k, bool)
 
 
 def _check_points(x: torch.Tensor, min_n: int = 2) -> None:
@@ -67,9 +65,9 @@ def knn_distances(x: torch.Tensor, k: int, *, chunk: int = 1024) -> torch.Tensor
     """
     _check_points(x)
     n = x.shape[-2]
-    if not _is_int(k) or not 1 <= k <= n - 1:
+    if not is_int(k) or not 1 <= k <= n - 1:
         raise ValueError(f"k must be an integer in [1, N - 1] = [1, {n - 1}], got {k!r}")
-    if not _is_int(chunk) or chunk < 1:
+    if not is_int(chunk) or chunk < 1:
         raise ValueError(f"chunk must be a positive integer, got {chunk!r}")
     out = []
     for start in range(0, n, chunk):
@@ -84,9 +82,9 @@ def knn_distances(x: torch.Tensor, k: int, *, chunk: int = 1024) -> torch.Tensor
 
 def _k_range(k: int | tuple[int, int], n: int) -> tuple[int, int]:
     """Validate ``k`` (an int, or an inclusive range ``(k1, k2)``) → ``(k1, k2)``."""
-    k1, k2 = (k, k) if _is_int(k) else (tuple(k) if isinstance(k, (tuple, list)) and len(k) == 2
+    k1, k2 = (k, k) if is_int(k) else (tuple(k) if isinstance(k, (tuple, list)) and len(k) == 2
                                          else (None, None))
-    if not (_is_int(k1) and _is_int(k2) and 2 <= k1 <= k2 <= n - 1):
+    if not (is_int(k1) and is_int(k2) and 2 <= k1 <= k2 <= n - 1):
         raise ValueError(f"k must be an integer or a range (k1, k2) with 2 <= k1 <= k2 <= N - 1 "
                          f"= {n - 1}, got {k!r}")
     return k1, k2
@@ -118,7 +116,7 @@ def local_dimension_mle(x: torch.Tensor, k: int = 10, *, chunk: int = 1024) -> t
     """
     _check_points(x, min_n=3)
     k1, _ = _k_range(k, x.shape[-2])
-    if not _is_int(k):
+    if not is_int(k):
         raise ValueError(f"local_dimension_mle takes one integer k, got {k!r}")
     t = knn_distances(x, k1, chunk=chunk)
     ks = torch.tensor([k1], device=x.device)
@@ -190,19 +188,19 @@ def _frame(d: int, ambient_dim: int, g: torch.Generator, dtype: torch.dtype) -> 
 
 def _check_sampler(n: int, d: int, ambient_dim: int | None, seed: int, need: int) -> int:
     """Validate a sampler's arguments; ``need`` = D's minimum (and default) → the ambient D."""
-    if not _is_int(n) or n < 1:
+    if not is_int(n) or n < 1:
         raise ValueError(f"n must be a positive integer, got {n!r}")
-    if not _is_int(seed) or not 0 <= seed < 2**32:
+    if not is_int(seed) or not 0 <= seed < 2**32:
         raise ValueError(f"seed must be an integer in [0, 2**32), got {seed!r}")
     ambient_dim = need if ambient_dim is None else ambient_dim
-    if not _is_int(ambient_dim) or ambient_dim < need:
+    if not is_int(ambient_dim) or ambient_dim < need:
         raise ValueError(f"ambient_dim must be an integer >= {need} for d = {d}, got "
                          f"{ambient_dim!r}")
     return ambient_dim
 
 
 def _check_d(d: int) -> int:
-    if not _is_int(d) or d < 1:
+    if not is_int(d) or d < 1:
         raise ValueError(f"d must be a positive integer, got {d!r}")
     return d
 

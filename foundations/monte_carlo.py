@@ -23,6 +23,8 @@ from typing import NamedTuple
 
 import torch
 
+from utils.validation import shape_of
+
 __all__ = ["ISEstimate", "MCEstimate", "effective_sample_size", "importance_sampling",
            "mc_estimate"]
 
@@ -72,15 +74,11 @@ class ISEstimate(NamedTuple):
         return _normal_interval(self.mean, self.stderr, alpha)
 
 
-def _shape(x: object) -> object:
-    return tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-
-
 def _check_values(f_values: torch.Tensor, name: str = "f_values") -> int:
     if not isinstance(f_values, torch.Tensor) or not f_values.dtype.is_floating_point \
             or f_values.ndim < 1:
         raise ValueError(f"{name} must be a float tensor of shape (n, ...) (samples along dim 0), "
-                         f"got {_shape(f_values)}"
+                         f"got {shape_of(f_values)}"
                          + (f" of dtype {f_values.dtype}" if isinstance(f_values, torch.Tensor)
                             else ""))
     n = f_values.shape[0]
@@ -96,7 +94,7 @@ def _check_log_weights(log_w: torch.Tensor) -> None:
     if not isinstance(log_w, torch.Tensor) or not log_w.dtype.is_floating_point or log_w.ndim < 1 \
             or log_w.shape[0] < 1:
         raise ValueError(f"log_w must be a float tensor of shape (n, ...) with n >= 1, got "
-                         f"{_shape(log_w)}")
+                         f"{shape_of(log_w)}")
     if bool(torch.isnan(log_w).any()) or bool((log_w == math.inf).any()):
         raise ValueError("log_w must not contain NaN or +inf (an infinite weight); -inf (a zero "
                          "weight) is allowed")
@@ -176,7 +174,7 @@ def importance_sampling(f_values: torch.Tensor, log_p: torch.Tensor, log_q: torc
         raise ValueError(f"self_normalised must be True or False, got {self_normalised!r}")
     for name, lp in (("log_p", log_p), ("log_q", log_q)):
         if not isinstance(lp, torch.Tensor) or not lp.dtype.is_floating_point or lp.ndim < 1:
-            raise ValueError(f"{name} must be a float tensor of shape (n, *B), got {_shape(lp)}")
+            raise ValueError(f"{name} must be a float tensor of shape (n, *B), got {shape_of(lp)}")
     if log_p.shape != log_q.shape or f_values.shape[:log_p.ndim] != log_p.shape:
         raise ValueError(f"log_p and log_q must both have shape (n, *B) and f_values (n, *B, *E); "
                          f"got log_p {tuple(log_p.shape)}, log_q {tuple(log_q.shape)}, f_values "

@@ -33,6 +33,7 @@ import torch
 from tqdm import tqdm
 
 from foundations.densities import GaussianMixture
+from utils.validation import check_int, check_positive, shape_of
 
 __all__ = [
     "annealed_langevin_sample",
@@ -47,42 +48,21 @@ __all__ = [
 ScoreFn = Callable[[torch.Tensor], torch.Tensor]
 
 
-def _shape(x: object) -> object:
-    return tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-
-
 def _check_batch(x: object, name: str = "x", ndim: int | None = None) -> None:
     ok = isinstance(x, torch.Tensor) and x.dtype.is_floating_point and x.ndim >= 2
     if ok and ndim is not None:
         ok = x.ndim == ndim
     if not ok or x.shape[0] < 1:
         want = "(N, D)" if ndim == 2 else "(N, ...) with at least 2 dimensions"
-        raise ValueError(f"{name} must be a float tensor of shape {want}, N >= 1, got {_shape(x)}")
-
-
-def _check_positive(name: str, value: float | torch.Tensor) -> float:
-    if isinstance(value, torch.Tensor):
-        if value.numel() != 1:
-            raise ValueError(f"{name} must be a positive scalar, got a tensor of shape "
-                             f"{tuple(value.shape)}")
-        value = value.item()
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0 \
-            or not math.isfinite(value):
-        raise ValueError(f"{name} must be a positive finite number, got {value!r}")
-    return float(value)
-
-
-def _check_steps(name: str, n: int) -> int:
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"{name} must be a positive integer, got {n!r}")
-    return n
+        raise ValueError(f"{name} must be a float tensor of shape {want}, N >= 1, "
+                         f"got {shape_of(x)}")
 
 
 def _score_at(score_fn: Callable[..., torch.Tensor], x: torch.Tensor, *args) -> torch.Tensor:
     s = score_fn(x, *args)
     if not isinstance(s, torch.Tensor) or s.shape != x.shape:
         raise ValueError(f"score_fn must return a tensor of the input's shape {tuple(x.shape)}, "
-                         f"got {_shape(s)}")
+                         f"got {shape_of(s)}")
     return s
 
 
@@ -94,13 +74,13 @@ def autograd_score(log_prob: Callable[[torch.Tensor], torch.Tensor],
     respect to x_i is ∇ log p(x_i). Returns a detached tensor.
     """
     if not isinstance(x, torch.Tensor) or not x.dtype.is_floating_point or x.ndim < 1:
-        raise ValueError(f"x must be a float tensor of shape (..., D), got {_shape(x)}")
+        raise ValueError(f"x must be a float tensor of shape (..., D), got {shape_of(x)}")
     with torch.enable_grad():
         x = x.detach().requires_grad_(True)
         lp = log_prob(x)
         if lp.shape != x.shape[:-1]:
             raise ValueError(f"log_prob must map {tuple(x.shape)} to {tuple(x.shape[:-1])}, got "
-                             f"{_shape(lp)}")
+                             f"{shape_of(lp)}")
         (grad,) = torch.autograd.grad(lp.sum(), x)
     return grad.detach()
 
@@ -120,8 +100,8 @@ def langevin_sample(score_fn: ScoreFn, x0: torch.Tensor, step_size: float, n_ste
     large for the score's stiffness).
     """
     _check_batch(x0, "x0", ndim=2)
-    eta = _check_positive("step_size", step_size)
-    n_steps = _check_steps("n_steps", n_steps)
+    eta = check_positive("step_size", step_size)
+    n_steps = check_int("n_steps", n_steps, minimum=1)
     x = x0.detach().clone()
     sqrt_eta = math.sqrt(eta)
     for _ in tqdm(range(n_steps), desc=desc, disable=not progress, mininterval=1.0,
@@ -152,8 +132,8 @@ def annealed_langevin_sample(score_fn: Callable[[torch.Tensor, float], torch.Ten
     move between them; each level starts from where the last one ended. Returns ``(N, D)``.
     """
     _check_batch(x0, "x0", ndim=2)
-    eps_step = _check_positive("step_size", step_size)
-    n_steps_each = _check_steps("n_steps_each", n_steps_each)
+    eps_step = check_positive("step_size", step_size)
+    n_steps_each = check_int("n_steps_each", n_steps_each, minimum=1)
     sig = torch.as_tensor(sigmas, dtype=torch.float64).detach().cpu()
     if sig.ndim != 1 or len(sig) < 1 or not bool(torch.all(sig > 0)) \
             or not bool(torch.all(sig[1:] < sig[:-1])):
@@ -185,7 +165,7 @@ def tweedie_denoise(y: torch.Tensor, sigma: float, score_fn: ScoreFn) -> torch.T
     ``prior.smoothed(sigma).score``), not of the clean p.
     """
     _check_batch(y, "y", ndim=2)
-    sigma = _check_positive("sigma", sigma)
+    sigma = check_positive("sigma", sigma)
     return y + sigma**2 * _score_at(score_fn, y)
 
 
@@ -202,10 +182,10 @@ def gaussian_mixture_posterior_mean(prior: GaussianMixture, y: torch.Tensor,
     if not isinstance(prior, GaussianMixture):
         raise ValueError(f"prior must be a GaussianMixture, got {type(prior).__name__}")
     if not isinstance(y, torch.Tensor) or y.ndim < 1 or y.shape[-1] != prior.dim:
-        raise ValueError(f"y must be a tensor of shape (..., {prior.dim}), got {_shape(y)}")
+        raise ValueError(f"y must be a tensor of shape (..., {prior.dim}), got {shape_of(y)}")
     if y.dtype != prior.means.dtype:
         raise ValueError(f"y must have the prior's dtype {prior.means.dtype}, got {y.dtype}")
-    sigma = _check_positive("sigma", sigma)
+    sigma = check_positive("sigma", sigma)
     noisy = prior.smoothed(sigma)                      # Σ_k + σ² I, detached
     r = noisy.posterior(y)                             # p(k | y): (..., K)
     means, cov = prior.means.detach(), prior.covariances.detach()
@@ -237,11 +217,11 @@ def dsm_loss(score_fn: ScoreFn, x: torch.Tensor, sigma: float, eps: torch.Tensor
     Differentiable with respect to ``score_fn``'s parameters and ``x``.
     """
     _check_batch(x, "x")
-    sigma = _check_positive("sigma", sigma)
+    sigma = check_positive("sigma", sigma)
     if eps is None:
         eps = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
     elif not isinstance(eps, torch.Tensor) or eps.shape != x.shape:
-        raise ValueError(f"eps must have x's shape {tuple(x.shape)}, got {_shape(eps)}")
+        raise ValueError(f"eps must have x's shape {tuple(x.shape)}, got {shape_of(eps)}")
     y = x + sigma * eps
     residual = _score_at(score_fn, y) + eps / sigma
     return _reduce(residual.pow(2).flatten(1).sum(1), reduction)

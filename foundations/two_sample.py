@@ -29,6 +29,8 @@ from dataclasses import dataclass
 import torch
 from tqdm import tqdm
 
+from utils.validation import check_positive
+
 __all__ = ["PermutationTest", "gaussian_kernel", "median_heuristic", "mmd2", "permutation_test"]
 
 
@@ -44,13 +46,6 @@ def _check_samples(x: object, y: object, min_n: int = 2) -> None:
                          f"{y.shape[1]}")
 
 
-def _check_bandwidth(bandwidth: float | torch.Tensor) -> float:
-    h = float(bandwidth.item()) if isinstance(bandwidth, torch.Tensor) else bandwidth
-    if isinstance(h, bool) or not isinstance(h, (int, float)) or not h > 0 or not math.isfinite(h):
-        raise ValueError(f"bandwidth must be a positive finite number, got {bandwidth!r}")
-    return float(h)
-
-
 def gaussian_kernel(x: torch.Tensor, y: torch.Tensor, bandwidth: float) -> torch.Tensor:
     """k(x_i, y_j) = exp(-‖x_i - y_j‖² / (2 h²)) for ``x: (M, D)``, ``y: (N, D)`` → ``(M, N)``.
 
@@ -58,7 +53,7 @@ def gaussian_kernel(x: torch.Tensor, y: torch.Tensor, bandwidth: float) -> torch
     exactly.
     """
     _check_samples(x, y, min_n=1)
-    h = _check_bandwidth(bandwidth)
+    h = check_positive("bandwidth", bandwidth)
     d = torch.cdist(x, y, compute_mode="donot_use_mm_for_euclid_dist")
     return torch.exp(-d.pow(2) / (2 * h * h))
 
@@ -87,7 +82,7 @@ def mmd2(x: torch.Tensor, y: torch.Tensor, bandwidth: float | None = None) -> to
     points. Differentiable with respect to x and y.
     """
     _check_samples(x, y)
-    h = median_heuristic(x, y) if bandwidth is None else _check_bandwidth(bandwidth)
+    h = median_heuristic(x, y) if bandwidth is None else check_positive("bandwidth", bandwidth)
     m, n = len(x), len(y)
     k_xx = gaussian_kernel(x, x, h)
     k_yy = gaussian_kernel(y, y, h)
@@ -163,7 +158,7 @@ def permutation_test(x: torch.Tensor, y: torch.Tensor,
                             dtype=torch.float64)
         h = None
     else:
-        h = median_heuristic(x, y) if bandwidth is None else _check_bandwidth(bandwidth)
+        h = median_heuristic(x, y) if bandwidth is None else check_positive("bandwidth", bandwidth)
         k0 = gaussian_kernel(z, z, h)
         k0.fill_diagonal_(0.0)
         u = torch.zeros(m + n, n_permutations + 1, dtype=z.dtype, device=z.device)

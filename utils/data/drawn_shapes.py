@@ -21,7 +21,7 @@ from typing import NamedTuple
 
 import torch
 
-from utils.data._common import check_int
+from utils.validation import check_int
 
 __all__ = ["COLOUR_NAMES", "COLOUR_RGB", "SCALE_NAMES", "SHAPE_NAMES", "ShapesData", "shapes"]
 

@@ -13,7 +13,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from utils.data._common import LabelledImages, check_choice, is_int
+from utils.data._common import LabelledImages
+from utils.validation import check_choice, is_int
 
 __all__ = ["DIGITS_SPLITS", "digits"]
 

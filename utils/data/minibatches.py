@@ -15,7 +15,7 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
-from utils.data._common import check_int, is_int
+from utils.validation import check_int, is_int
 
 __all__ = ["Batches", "batches", "epoch_permutation"]
 

@@ -25,7 +25,8 @@ from urllib.error import URLError
 import numpy as np
 import torch
 
-from utils.data._common import LabelledImages, check_choice, uint8_to_unit_interval
+from utils.data._common import LabelledImages, uint8_to_unit_interval
+from utils.validation import check_choice
 
 __all__ = ["CIFAR10_CLASSES", "FASHION_MNIST_CLASSES", "data_root", "cifar10", "fashion_mnist",
            "mnist"]

@@ -21,7 +21,7 @@ import math
 
 import torch
 
-from utils.data._common import check_choice, check_int
+from utils.validation import check_choice, check_int
 
 __all__ = ["TOY2D_NAMES", "toy2d", "toy2d_log_prob", "toy2d_mixture"]
 
