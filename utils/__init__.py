@@ -6,6 +6,8 @@
   torchvision datasets.
 - ``utils.training``: ``fit``, the one training loop.
 - ``utils.plotting``: image grids, 2-D scatter and density contours, training curves.
+- ``utils.validation``: the argument checks every module shares (``check_int``, ``check_positive``,
+  ``check_choice``, ...).
 - ``utils.book``: ``make book``, which executes every notebook and renders the HTML book.
 
 ``utils`` imports no topic package.
