@@ -1,7 +1,13 @@
-"""f-divergences (KL, JS, TV), variational divergence minimisation, optimal transport (exact and
-entropic), Wasserstein distances, and why WGAN.
+"""Divergences and optimal transport: f-divergences (KL, JS, TV), variational divergence
+minimisation, exact and entropic optimal transport, Wasserstein geometry, and why WGAN.
 
-Planned: this part of the book is not written yet; see the README's reading-order table.
+Each module lists its public names in ``__all__``; this package re-exports all of them, so a
+notebook writes ``from divergences import js, sinkhorn``.
 """
 
-__all__: list[str] = []
+from divergences import f_divergences, optimal_transport, wasserstein
+from divergences.f_divergences import *  # noqa: F403
+from divergences.optimal_transport import *  # noqa: F403
+from divergences.wasserstein import *  # noqa: F403
+
+__all__ = [*f_divergences.__all__, *optimal_transport.__all__, *wasserstein.__all__]
