@@ -26,6 +26,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from utils.validation import check_probabilities
+
 __all__ = ["GENERATORS", "FDivergence", "f_divergence", "get_generator", "js", "kl", "tv",
            "variational_bound"]
 
@@ -158,27 +160,12 @@ def get_generator(name: str | FDivergence) -> FDivergence:
 
 
 def _check_pair(p: torch.Tensor, q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Validate two probability tensors along their last dimension (same shape, float, ≥ 0,
-    summing to one within the dtype's tolerance)."""
-    for name, x in (("p", p), ("q", q)):
-        if not isinstance(x, torch.Tensor) or not x.dtype.is_floating_point or x.ndim < 1 \
-                or x.shape[-1] < 1:
-            shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-            raise ValueError(f"{name} must be a float tensor of probabilities along its last "
-                             f"dimension, got {shape}"
-                             + (f" of dtype {x.dtype}" if isinstance(x, torch.Tensor) else ""))
+    """Validate two probability tensors of the same shape (see ``check_probabilities``)."""
+    check_probabilities("p", p)
+    check_probabilities("q", q)
     if p.shape != q.shape:
         raise ValueError(f"p and q must have the same shape, got {tuple(p.shape)} and "
                          f"{tuple(q.shape)}")
-    for name, x in (("p", p), ("q", q)):
-        if bool(torch.isnan(x).any()) or bool((x < 0).any()):
-            raise ValueError(f"{name} must have non-negative entries, got minimum "
-                             f"{float(x.detach().min())}")
-        tol = (1e-5 if x.dtype != torch.float64 else 1e-10) * x.shape[-1]
-        err = float((x.detach().sum(-1) - 1).abs().max())
-        if not err <= tol:
-            raise ValueError(f"{name} must sum to one along the last dimension (tolerance "
-                             f"{tol:.1g}); it is off by {err:.3g}")
     return p, q
 
 

@@ -22,7 +22,7 @@ import math
 
 import torch
 
-from foundations.information import _check_probs
+from utils.validation import check_probabilities
 
 __all__ = ["elbo", "elbo_discrete", "iw_bound"]
 
@@ -111,7 +111,7 @@ def elbo_discrete(log_p_xz: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
     if bool(torch.isnan(log_p_xz).any()):
         raise ValueError("log_p_xz contains NaN")
     q = torch.as_tensor(q)
-    _check_probs(q.detach(), "q")
+    check_probabilities("q", q)
     if q.shape[-1] != log_p_xz.shape[-1]:
         raise ValueError(f"q and log_p_xz must have the same number K of latent values (last "
                          f"dimension), got {q.shape[-1]} and {log_p_xz.shape[-1]}")

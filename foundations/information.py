@@ -13,27 +13,14 @@ from __future__ import annotations
 
 import torch
 
+from utils.validation import check_probabilities
+
 __all__ = ["cross_entropy", "empirical_distribution", "entropy"]
-
-
-def _check_probs(p: torch.Tensor, name: str) -> torch.Tensor:
-    p = torch.as_tensor(p)
-    if p.ndim < 1 or p.shape[-1] < 1 or not p.dtype.is_floating_point:
-        raise ValueError(f"{name} must be a float tensor of probabilities along its last dimension,"
-                         f" got shape {tuple(p.shape)} and dtype {p.dtype}")
-    tol = 1e-5 if p.dtype in (torch.float32, torch.float16, torch.bfloat16) else 1e-10
-    if bool(torch.any(p < 0)):
-        raise ValueError(f"{name} has negative entries (minimum {float(p.min())})")
-    err = (p.sum(-1) - 1).abs().max()
-    if float(err) > tol * p.shape[-1]:
-        raise ValueError(f"{name} must sum to one along the last dimension; "
-                         f"off by {float(err):.3g}")
-    return p
 
 
 def entropy(p: torch.Tensor) -> torch.Tensor:
     """H(p) = -Σ_k p_k log p_k in nats, with 0 log 0 = 0: ``(..., K)`` → ``(...)``."""
-    p = _check_probs(p, "p")
+    p = check_probabilities("p", p)
     return -torch.special.xlogy(p, p).sum(-1)
 
 
@@ -42,7 +29,7 @@ def cross_entropy(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
 
     Infinite where q puts zero mass on an outcome p can produce; a zero p_k contributes 0.
     """
-    p, q = _check_probs(p, "p"), _check_probs(q, "q")
+    p, q = check_probabilities("p", p), check_probabilities("q", q)
     if p.shape[-1] != q.shape[-1]:
         raise ValueError(f"p and q must have the same number of outcomes, got {p.shape[-1]} "
                          f"and {q.shape[-1]}")

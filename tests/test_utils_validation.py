@@ -6,7 +6,14 @@ import numpy as np
 import pytest
 import torch
 
-from utils.validation import check_choice, check_int, check_positive, is_int, shape_of
+from utils.validation import (
+    check_choice,
+    check_int,
+    check_positive,
+    check_probabilities,
+    is_int,
+    shape_of,
+)
 
 
 def test_shape_of():
@@ -43,3 +50,18 @@ def test_check_choice():
     assert check_choice("name", "a", ("a", "b")) == "a"
     with pytest.raises(ValueError, match=r"name must be one of \('a', 'b'\), got 'c'"):
         check_choice("name", "c", ("a", "b"))
+
+
+def test_check_probabilities():
+    p = torch.tensor([[0.25, 0.75], [1.0, 0.0]], dtype=torch.float64)
+    assert check_probabilities("p", p) is p
+    check_probabilities("p", torch.tensor([0.3, 0.7 + 1e-6]))  # float32 tolerance 1e-5 per entry
+    with pytest.raises(ValueError, match="sum to one"):
+        check_probabilities("p", torch.tensor([0.3, 0.7 + 1e-6], dtype=torch.float64))
+    with pytest.raises(ValueError, match="non-negative entries"):
+        check_probabilities("p", torch.tensor([1.5, -0.5]))
+    with pytest.raises(ValueError, match="no NaN"):
+        check_probabilities("p", torch.tensor([float("nan"), 1.0]))
+    for bad in (torch.tensor([1, 0]), [0.5, 0.5], torch.tensor(1.0), torch.zeros(2, 0)):
+        with pytest.raises(ValueError, match="float tensor of probabilities"):
+            check_probabilities("p", bad)

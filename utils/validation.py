@@ -8,7 +8,9 @@ import numbers
 
 import torch
 
-__all__ = ["check_choice", "check_int", "check_positive", "is_int", "shape_of"]
+__all__ = [
+    "check_choice", "check_int", "check_positive", "check_probabilities", "is_int", "shape_of",
+]
 
 
 def shape_of(x: object) -> object:
@@ -52,3 +54,24 @@ def check_choice(name: str, value: object, choices: tuple[str, ...]) -> str:
     if not isinstance(value, str) or value not in choices:
         raise ValueError(f"{name} must be one of {choices}, got {value!r}")
     return value
+
+
+def check_probabilities(name: str, p: object) -> torch.Tensor:
+    """``p`` if it is a float tensor of probability vectors along its last dimension (K >= 1
+    outcomes, no NaN, non-negative, each summing to one within 1e-10·K in float64 and 1e-5·K in
+    lower precision); else a ``ValueError`` saying which condition failed."""
+    if not isinstance(p, torch.Tensor) or not p.dtype.is_floating_point or p.ndim < 1 \
+            or p.shape[-1] < 1:
+        dtype = f" of dtype {p.dtype}" if isinstance(p, torch.Tensor) else ""
+        raise ValueError(f"{name} must be a float tensor of probabilities along its last "
+                         f"dimension, got {shape_of(p)}{dtype}")
+    values = p.detach()
+    if bool(torch.isnan(values).any()) or bool((values < 0).any()):
+        raise ValueError(f"{name} must have non-negative entries (no NaN), got minimum "
+                         f"{float(values.min())}")
+    tol = (1e-10 if p.dtype == torch.float64 else 1e-5) * p.shape[-1]
+    err = float((values.sum(-1) - 1).abs().max())
+    if not err <= tol:
+        raise ValueError(f"{name} must sum to one along the last dimension (tolerance "
+                         f"{tol:.1g}); it is off by {err:.3g}")
+    return p
