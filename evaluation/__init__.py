@@ -1,7 +1,11 @@
-"""Evaluation: FID, GAN inversion and latent editing, unsupervised domain adaptation, teacher
-forcing.
+"""Evaluation: mode coverage, Fréchet distances, GAN inversion and latent editing, unsupervised
+domain adaptation, teacher forcing. Takes samples and feature extractors; imports no model family.
 
-Planned: this part of the book is not written yet; see the README's reading-order table.
+Each module lists its public names in ``__all__``; this package re-exports all of them.
 """
 
-__all__: list[str] = []
+from evaluation import frechet, mode_coverage
+from evaluation.frechet import *  # noqa: F403
+from evaluation.mode_coverage import *  # noqa: F403
+
+__all__ = [*mode_coverage.__all__, *frechet.__all__]

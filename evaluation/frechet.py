@@ -1,0 +1,3 @@
+"""The Fréchet distance between Gaussians fitted to features."""
+
+__all__: list[str] = []

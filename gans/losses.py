@@ -1,0 +1,3 @@
+"""The adversarial losses: minimax, non-saturating, Wasserstein, hinge; gradient penalty."""
+
+__all__: list[str] = []
