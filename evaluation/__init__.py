@@ -1,11 +1,13 @@
 """Evaluation: mode coverage, Fréchet distances, GAN inversion and latent editing, unsupervised
 domain adaptation, teacher forcing. Takes samples and feature extractors; imports no model family.
 
-Each module lists its public names in ``__all__``; this package re-exports all of them.
+Each module lists its public names in ``__all__``; this package re-exports all of them. (The
+function ``mode_coverage`` shadows its module's name on the package, hence the alias.)
 """
 
-from evaluation import frechet, mode_coverage
+from evaluation import frechet
+from evaluation import mode_coverage as _mode_coverage
 from evaluation.frechet import *  # noqa: F403
 from evaluation.mode_coverage import *  # noqa: F403
 
-__all__ = [*mode_coverage.__all__, *frechet.__all__]
+__all__ = [*_mode_coverage.__all__, *frechet.__all__]
