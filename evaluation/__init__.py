@@ -5,9 +5,10 @@ Each module lists its public names in ``__all__``; this package re-exports all o
 function ``mode_coverage`` shadows its module's name on the package, hence the alias.)
 """
 
-from evaluation import frechet
+from evaluation import digits_classifier, frechet
 from evaluation import mode_coverage as _mode_coverage
+from evaluation.digits_classifier import *  # noqa: F403
 from evaluation.frechet import *  # noqa: F403
 from evaluation.mode_coverage import *  # noqa: F403
 
-__all__ = [*_mode_coverage.__all__, *frechet.__all__]
+__all__ = [*_mode_coverage.__all__, *frechet.__all__, *digits_classifier.__all__]
