@@ -2,13 +2,15 @@
 domain adaptation, teacher forcing. Takes samples and feature extractors; imports no model family.
 
 Each module lists its public names in ``__all__``; this package re-exports all of them. (The
-function ``mode_coverage`` shadows its module's name on the package, hence the alias.)
+functions ``mode_coverage`` and ``digits_classifier`` shadow their modules' names on the
+package, hence the aliases.)
 """
 
-from evaluation import digits_classifier, frechet
+from evaluation import digits_classifier as _digits_classifier
+from evaluation import frechet
 from evaluation import mode_coverage as _mode_coverage
 from evaluation.digits_classifier import *  # noqa: F403
 from evaluation.frechet import *  # noqa: F403
 from evaluation.mode_coverage import *  # noqa: F403
 
-__all__ = [*_mode_coverage.__all__, *frechet.__all__, *digits_classifier.__all__]
+__all__ = [*_mode_coverage.__all__, *frechet.__all__, *_digits_classifier.__all__]
