@@ -13,13 +13,7 @@ DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
     not torch.cuda.is_available(), reason="needs a CUDA device"))]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # tiny networks run faster on one thread, and the test machine is shared
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def noise(b, d, seed=0, dtype=torch.float32, device="cpu"):

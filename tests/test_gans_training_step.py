@@ -20,14 +20,7 @@ from gans import (
 from utils.data import batches, digits, toy2d
 from utils.training import fit
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    # tiny networks run faster on one thread, and the test machine is shared
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class CountingOptimizer:
