@@ -18,6 +18,8 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from utils.validation import check_int
+
 __all__ = ["GaussianMixture", "gaussian_log_prob", "gaussian_mle", "mle_step"]
 
 
@@ -139,8 +141,7 @@ class GaussianMixture(nn.Module):
         proportional to its squared distance to the nearest chosen one), weights are equal, and
         every component gets the isotropic scale of the points' RMS distance to their centre.
         """
-        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-            raise ValueError(f"k must be a positive integer, got {k!r}")
+        k = check_int("k", k, minimum=1)
         if not isinstance(x, torch.Tensor) or x.ndim != 2 or x.shape[0] < k:
             raise ValueError(f"x must have shape (N, D) with N >= k = {k}, got "
                              f"{tuple(x.shape) if isinstance(x, torch.Tensor) else x!r}")
@@ -224,8 +225,7 @@ class GaussianMixture(nn.Module):
 
         ``generator`` must live on the model's device.
         """
-        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            raise ValueError(f"n must be a positive integer, got {n!r}")
+        n = check_int("n", n, minimum=1)
         z = torch.multinomial(self.weights, n, replacement=True, generator=generator)
         eps = torch.randn(n, self.dim, 1, generator=generator, dtype=self.means.dtype,
                           device=self.means.device)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from utils.validation import check_probabilities
+from utils.validation import check_int, check_probabilities
 
 __all__ = ["cross_entropy", "empirical_distribution", "entropy"]
 
@@ -43,8 +43,7 @@ def empirical_distribution(samples: torch.Tensor, k: int) -> torch.Tensor:
     if samples.ndim != 1 or samples.numel() == 0 or samples.dtype.is_floating_point:
         raise ValueError(f"samples must be a non-empty 1-D integer tensor, got shape "
                          f"{tuple(samples.shape)} and dtype {samples.dtype}")
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise ValueError(f"k must be a positive integer, got {k!r}")
+    k = check_int("k", k, minimum=1)
     if bool(torch.any((samples < 0) | (samples >= k))):
         raise ValueError(f"samples must lie in {{0, …, {k - 1}}}, got range "
                          f"[{int(samples.min())}, {int(samples.max())}]")

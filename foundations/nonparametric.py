@@ -19,6 +19,8 @@ import math
 
 import torch
 
+from utils.validation import check_int
+
 __all__ = ["histogram_log_prob", "kde_log_prob", "scott_bandwidth"]
 
 
@@ -69,8 +71,7 @@ def histogram_log_prob(x: torch.Tensor, data: torch.Tensor, bins: int, low: floa
     Only occupied cells are stored (sorted cell indices and counts), so b^D may far exceed memory.
     """
     _check_pair(x, data)
-    if isinstance(bins, bool) or not isinstance(bins, int) or bins < 1:
-        raise ValueError(f"bins must be a positive integer, got {bins!r}")
+    bins = check_int("bins", bins, minimum=1)
     if not high > low:
         raise ValueError(f"need low < high, got low={low}, high={high}")
     n, d = data.shape

@@ -40,6 +40,7 @@ from torch import nn
 from tqdm import tqdm  # the text bar: it renders in terminals, Jupyter and the HTML book alike
 
 from utils.config import device as default_device
+from utils.validation import check_int
 
 __all__ = [
     "EMA",
@@ -243,11 +244,9 @@ def fit(step: Callable[[Any], Mapping[str, float]],
         NonFiniteLossError: a metric was NaN or infinite (names the step and the metric).
         ValueError: bad arguments, or a checkpoint that does not belong to this run.
     """
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
-        raise ValueError(f"steps must be a non-negative integer, got {steps!r}")
-    if checkpoint_every is not None and (not isinstance(checkpoint_every, int)
-                                         or checkpoint_every < 1):
-        raise ValueError(f"checkpoint_every must be a positive integer, got {checkpoint_every!r}")
+    steps = check_int("steps", steps, minimum=0)
+    if checkpoint_every is not None:
+        checkpoint_every = check_int("checkpoint_every", checkpoint_every, minimum=1)
     if checkpoint_every is not None and checkpoint is None:
         raise ValueError("checkpoint_every needs a checkpoint path")
     model_dict = _named(models, "model", "models")
