@@ -1,7 +1,16 @@
 """Variational autoencoders: the ELBO, reparameterisation, posterior collapse, VQ-VAE, discrete vs
 continuous latents.
 
-Planned: this part of the book is not written yet; see the README's reading-order table.
+Each module lists its public names in ``__all__``; this package re-exports all of them, so a
+notebook writes ``from vae import VAE, gaussian_kl``. (The function ``elbo`` shadows its module's
+name on the package, hence the alias.)
 """
 
-__all__: list[str] = []
+from vae import collapse, networks, training_step
+from vae import elbo as _elbo
+from vae.collapse import *  # noqa: F403
+from vae.elbo import *  # noqa: F403
+from vae.networks import *  # noqa: F403
+from vae.training_step import *  # noqa: F403
+
+__all__ = [*_elbo.__all__, *networks.__all__, *training_step.__all__, *collapse.__all__]
