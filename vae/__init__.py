@@ -6,10 +6,11 @@ notebook writes ``from vae import VAE, gaussian_kl``. (The function ``elbo`` sha
 name on the package, hence the alias.)
 """
 
-from vae import collapse, networks, pixelcnn, quantize, relaxed, training_step
+from vae import collapse, gradient_estimators, networks, pixelcnn, quantize, relaxed, training_step
 from vae import elbo as _elbo
 from vae.collapse import *  # noqa: F403
 from vae.elbo import *  # noqa: F403
+from vae.gradient_estimators import *  # noqa: F403
 from vae.networks import *  # noqa: F403
 from vae.pixelcnn import *  # noqa: F403
 from vae.quantize import *  # noqa: F403
@@ -17,4 +18,5 @@ from vae.relaxed import *  # noqa: F403
 from vae.training_step import *  # noqa: F403
 
 __all__ = [*_elbo.__all__, *networks.__all__, *training_step.__all__, *collapse.__all__,
-           *quantize.__all__, *pixelcnn.__all__, *relaxed.__all__]
+           *gradient_estimators.__all__, *quantize.__all__, *pixelcnn.__all__,
+           *relaxed.__all__]
