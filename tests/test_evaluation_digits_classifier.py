@@ -53,7 +53,9 @@ def test_second_call_loads_from_cache_without_training(clf, cache, monkeypatch):
         raise AssertionError("retrained although a matching cache file exists")
 
     monkeypatch.setattr(dc, "_train", no_training)
+    before = torch.get_rng_state()
     again = digits_classifier(cache_dir=cache, device="cpu")
+    assert torch.equal(torch.get_rng_state(), before)   # loading leaves the caller's RNG alone
     assert again is not clf
     assert state_equal(again, clf)
 
