@@ -24,7 +24,8 @@ V = E_p log D(x) + E_z log(1 − D(G(z))); ``non_saturating`` is the generator l
 instead (same fixed points, no vanishing gradient when D rejects the fakes). ``wasserstein`` is
 the Kantorovich–Rubinstein dual of W1 (Arjovsky, Chintala & Bottou 2017), which needs a
 1-Lipschitz critic: weight clipping (:func:`clip_weights_`, the original paper) or the gradient
-penalty (:func:`gradient_penalty`, Gulrajani et al. 2017). ``hinge`` is the geometric-GAN /
+penalty (:func:`gradient_penalty`, Gulrajani et al. 2017); :func:`critic_gradient_norms`
+measures the constraint on a trained critic. ``hinge`` is the geometric-GAN /
 SN-GAN loss (Lim & Ye 2017; Miyato et al. 2018).
 """
 
@@ -39,7 +40,8 @@ from torch import nn
 
 from utils.validation import check_choice, check_positive, shape_of
 
-__all__ = ["GAN_LOSSES", "GANLoss", "clip_weights_", "gan_loss", "gradient_penalty"]
+__all__ = ["GAN_LOSSES", "GANLoss", "clip_weights_", "critic_gradient_norms", "gan_loss",
+           "gradient_penalty"]
 
 GAN_LOSSES: tuple[str, ...] = ("minimax", "non_saturating", "wasserstein", "hinge")
 
@@ -130,6 +132,34 @@ def gan_loss(name: str) -> GANLoss:
     return GANLoss(check_choice("name", name, GAN_LOSSES))
 
 
+def _interpolate_gradient_norms(critic: Callable[[torch.Tensor], torch.Tensor],
+                                real: object, fake: object, generator: torch.Generator | None,
+                                create_graph: bool) -> torch.Tensor:
+    """‖∇_x̂ D(x̂)‖₂ ``(B,)`` at x̂ = ε x + (1 − ε) x̃, ε ~ U(0, 1) per sample (shared by
+    :func:`gradient_penalty` and :func:`critic_gradient_norms`; checks their inputs)."""
+    if not callable(critic):
+        raise ValueError(f"critic must be callable (x -> scores), got {type(critic).__name__}")
+    if not isinstance(real, torch.Tensor) or not isinstance(fake, torch.Tensor) \
+            or not real.dtype.is_floating_point or real.ndim < 2 or real.shape[0] < 1 \
+            or real.shape != fake.shape or real.dtype != fake.dtype:
+        raise ValueError(f"real and fake must be float tensors of the same shape (B, ...) and "
+                         f"dtype, got {shape_of(real)} and {shape_of(fake)}")
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise ValueError(f"generator must be a torch.Generator or None, got "
+                         f"{type(generator).__name__}")
+    eps = torch.rand((real.shape[0],) + (1,) * (real.ndim - 1), generator=generator,
+                     device=real.device, dtype=real.dtype)                # ε: (B, 1, ...)
+    x_hat = (eps * real.detach() + (1 - eps) * fake.detach()).requires_grad_(True)
+    with torch.enable_grad():
+        out = _check_out("critic(x_hat)", critic(x_hat))
+        if out.shape[0] != real.shape[0]:
+            raise ValueError(f"critic must return one output per sample ({real.shape[0]}), got "
+                             f"{tuple(out.shape)}")
+        (grad,) = torch.autograd.grad(out.sum(), x_hat,                   # ∇_x̂ D(x̂): (B, ...)
+                                      create_graph=create_graph)
+    return torch.linalg.vector_norm(grad.flatten(1), dim=1)             # ‖∇‖: (B,)
+
+
 def gradient_penalty(critic: Callable[[torch.Tensor], torch.Tensor], real: torch.Tensor,
                      fake: torch.Tensor, *, target: float = 1.0,
                      generator: torch.Generator | None = None) -> torch.Tensor:
@@ -139,7 +169,9 @@ def gradient_penalty(critic: Callable[[torch.Tensor], torch.Tensor], real: torch
 
     i.e. the critic's gradient norm pushed towards ``target`` (1: the Lipschitz constant of the
     Kantorovich–Rubinstein dual) on random points of the segments between real and fake samples.
-    The training loss adds ``λ · GP`` (λ = 10 in the paper) to the critic's loss.
+    The training loss adds ``λ · GP`` (λ = 10 in the paper) to the critic's loss. The norms are
+    those of :func:`critic_gradient_norms` (same ε for the same ``generator`` state):
+    GP = mean((critic_gradient_norms(...) − target)²).
 
     Args:
         critic: maps ``(B, ...)`` to ``(B,)`` or ``(B, 1)``.
@@ -151,22 +183,35 @@ def gradient_penalty(critic: Callable[[torch.Tensor], torch.Tensor], real: torch
     The gradient is taken with ``create_graph=True``, so the result backpropagates into the
     critic's parameters (a second-order derivative).
     """
-    if not isinstance(real, torch.Tensor) or not isinstance(fake, torch.Tensor) \
-            or not real.dtype.is_floating_point or real.ndim < 2 or real.shape[0] < 1 \
-            or real.shape != fake.shape or real.dtype != fake.dtype:
-        raise ValueError(f"real and fake must be float tensors of the same shape (B, ...) and "
-                         f"dtype, got {shape_of(real)} and {shape_of(fake)}")
     target = check_positive("target", target)
-    eps = torch.rand((real.shape[0],) + (1,) * (real.ndim - 1), generator=generator,
-                     device=real.device, dtype=real.dtype)
-    x_hat = (eps * real.detach() + (1 - eps) * fake.detach()).requires_grad_(True)
-    out = _check_out("critic(x_hat)", critic(x_hat))
-    if out.shape[0] != real.shape[0]:
-        raise ValueError(f"critic must return one output per sample ({real.shape[0]}), got "
-                         f"{tuple(out.shape)}")
-    (grad,) = torch.autograd.grad(out.sum(), x_hat, create_graph=True)   # ∇_x̂ D(x̂): (B, ...)
-    norm = torch.linalg.vector_norm(grad.flatten(1), dim=1)             # ‖∇‖: (B,)
+    norm = _interpolate_gradient_norms(critic, real, fake, generator, create_graph=True)
     return ((norm - target) ** 2).mean()
+
+
+def critic_gradient_norms(critic: Callable[[torch.Tensor], torch.Tensor], real: torch.Tensor,
+                          fake: torch.Tensor,
+                          generator: torch.Generator | None = None) -> torch.Tensor:
+    """The critic's gradient norms at random interpolates, for measurement, ``(B,)``:
+
+        n_i = ‖∇_x̂ D(x̂_i)‖₂,   x̂_i = ε_i x_i + (1 − ε_i) x̃_i,   ε_i ~ U(0, 1),
+
+    the quantity :func:`gradient_penalty` pushes to 1. A 1-Lipschitz critic has n_i ≤ 1
+    everywhere; the optimal critic of W1 has n_i = 1 on the segments between optimally coupled
+    points (Gulrajani et al. 2017, Proposition 1); a weight-clipped critic's norms sit far
+    below 1 (their scale is set by the clipping constant).
+
+    Args:
+        critic: maps ``(B, ...)`` to ``(B,)`` or ``(B, 1)``.
+        real, fake: ``(B, ...)``, same shape and dtype (detached).
+        generator: the ``torch.Generator`` that draws ε (on ``real``'s device).
+
+    Returns:
+        ``(B,)`` detached norms, in ``real``'s dtype and device. No graph is kept
+        (``create_graph=False``) and the critic's parameters get no gradient; it works under
+        ``torch.no_grad()`` too.
+    """
+    return _interpolate_gradient_norms(critic, real, fake, generator,
+                                       create_graph=False).detach()
 
 
 @torch.no_grad()

@@ -1,6 +1,7 @@
 """Tests for gans.losses: each loss against its formula (written with log σ, not softplus) on
 known inputs, stability at large logits, gradients (gradcheck), the gradient penalty on linear
-critics (‖∇‖ = ‖w‖ exactly), weight clipping, and bad input."""
+critics (‖∇‖ = ‖w‖ exactly), the measured gradient norms at interpolates (the same ones the
+penalty uses), weight clipping, and bad input."""
 
 import math
 
@@ -10,7 +11,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from gans import GAN_LOSSES, GANLoss, clip_weights_, gan_loss, gradient_penalty
+from gans import (
+    GAN_LOSSES,
+    GANLoss,
+    clip_weights_,
+    critic_gradient_norms,
+    gan_loss,
+    gradient_penalty,
+)
 
 F64 = torch.float64
 PROPERTY = settings(max_examples=40, deadline=None, derandomize=True)
@@ -150,6 +158,64 @@ def test_gradient_penalty_interpolates():
     assert abs(gp.item() - (c**2 / 3 - c + 1)) < 4 * math.sqrt(1 / 5 - 1 / 9) / math.sqrt(n)
 
 
+@pytest.mark.parametrize("shape", [(6, 3), (5, 2, 4, 4)])
+def test_critic_gradient_norms_of_a_linear_critic(shape):
+    # D(x) = <w, x> + b: ∇D = w at every point, so every norm is ‖w‖ exactly, whatever ε.
+    g = torch.Generator().manual_seed(3)
+    w = torch.randn(shape[1:], generator=g, dtype=F64)
+    real, fake = torch.randn(shape, generator=g, dtype=F64), torch.randn(shape, generator=g,
+                                                                        dtype=F64)
+    norms = critic_gradient_norms(lambda x: (x * w).flatten(1).sum(1) - 2.0, real, fake,
+                                  generator=g)
+    assert norms.shape == (shape[0],) and norms.dtype == F64 and not norms.requires_grad
+    torch.testing.assert_close(norms, w.norm().expand(shape[0]), rtol=1e-12, atol=1e-12)
+
+
+def test_critic_gradient_norms_at_known_interpolates():
+    # D(x) = ½‖x‖²: ∇D(x̂) = x̂ = ε x + (1 − ε) x̃, so with the ε drawn from the same generator
+    # state the norms are ‖ε_i x_i + (1 − ε_i) x̃_i‖, per sample.
+    g = torch.Generator().manual_seed(4)
+    real, fake = torch.randn(7, 3, generator=g, dtype=F64), torch.randn(7, 3, generator=g,
+                                                                       dtype=F64)
+    state = g.get_state()
+    norms = critic_gradient_norms(lambda x: 0.5 * (x**2).sum(1), real, fake, generator=g)
+    g.set_state(state)
+    eps = torch.rand(7, 1, generator=g, dtype=F64)
+    torch.testing.assert_close(norms, (eps * real + (1 - eps) * fake).norm(dim=1), rtol=1e-12,
+                               atol=1e-12)
+
+
+def test_gradient_penalty_is_the_mean_squared_deviation_of_the_norms():
+    # A nonlinear critic (an MLP): GP(target) = mean((n_i − target)²) with the n_i measured by
+    # critic_gradient_norms for the same generator seed, i.e. the two share the interpolates.
+    torch.manual_seed(0)
+    critic = nn.Sequential(nn.Linear(3, 16), nn.Tanh(), nn.Linear(16, 1)).double()
+    real, fake = torch.randn(9, 3, dtype=F64), torch.randn(9, 3, dtype=F64)
+    norms = critic_gradient_norms(critic, real, fake, generator=torch.Generator().manual_seed(5))
+    assert norms.std() > 1e-3                     # the norms differ between interpolates
+    for target in (1.0, 0.3):
+        gp = gradient_penalty(critic, real, fake, target=target,
+                              generator=torch.Generator().manual_seed(5))
+        torch.testing.assert_close(gp, ((norms - target) ** 2).mean(), rtol=1e-12, atol=1e-12)
+    # a different seed draws other interpolates, hence other norms
+    other = critic_gradient_norms(critic, real, fake, generator=torch.Generator().manual_seed(6))
+    assert not torch.allclose(norms, other)
+
+
+def test_critic_gradient_norms_leave_the_critic_alone():
+    # measurement only: no parameter gradients, no graph, and it works under no_grad
+    torch.manual_seed(0)
+    critic = nn.Sequential(nn.Linear(2, 8), nn.ReLU(), nn.Linear(8, 1))
+    real, fake = torch.randn(4, 2), torch.randn(4, 2)
+    norms = critic_gradient_norms(critic, real, fake, generator=torch.Generator().manual_seed(0))
+    assert all(p.grad is None for p in critic.parameters())
+    assert norms.grad_fn is None and not norms.requires_grad
+    with torch.no_grad():
+        again = critic_gradient_norms(critic, real, fake,
+                                      generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(again, norms, rtol=0, atol=0)
+
+
 def test_clip_weights():
     torch.manual_seed(0)
     m = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 1))
@@ -191,6 +257,21 @@ def test_bad_input():
         gradient_penalty(lambda x: x, torch.zeros(4, 2), torch.zeros(4, 2))
     with pytest.raises(ValueError, match="one output per sample"):
         gradient_penalty(lambda x: x.sum().reshape(1), torch.zeros(4, 2), torch.zeros(4, 2))
+    with pytest.raises(ValueError, match="same shape"):
+        critic_gradient_norms(lin, torch.zeros(4, 2), torch.zeros(4, 3))
+    with pytest.raises(ValueError, match="same shape"):
+        critic_gradient_norms(lin, torch.zeros(4, 2, dtype=F64), torch.zeros(4, 2))
+    with pytest.raises(ValueError, match="same shape"):
+        critic_gradient_norms(lin, torch.zeros(4, 2, dtype=torch.long),
+                              torch.zeros(4, 2, dtype=torch.long))
+    with pytest.raises(ValueError, match="callable"):
+        critic_gradient_norms("critic", torch.zeros(4, 2), torch.zeros(4, 2))
+    with pytest.raises(ValueError, match="torch.Generator"):
+        critic_gradient_norms(lin, torch.zeros(4, 2), torch.zeros(4, 2), generator=0)
+    with pytest.raises(ValueError, match="critic"):
+        critic_gradient_norms(lambda x: x, torch.zeros(4, 2), torch.zeros(4, 2))
+    with pytest.raises(ValueError, match="one output per sample"):
+        critic_gradient_norms(lambda x: x[:2].sum(1), torch.zeros(4, 2), torch.zeros(4, 2))
     with pytest.raises(ValueError, match="positive"):
         clip_weights_(nn.Linear(2, 1), -1.0)
     with pytest.raises(ValueError, match="nn.Module"):
