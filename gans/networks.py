@@ -23,6 +23,11 @@ with φ the feature extractor, ψ a linear head and e a learned class embedding.
 estimated by one power iteration per training forward pass. The class embedding is left
 unnormalised. BatchNorm in a critic breaks the per-sample independence that a gradient penalty
 assumes: pass ``batch_norm=False`` with ``gp_weight > 0`` (Gulrajani et al. 2017).
+
+Packing (PacGAN, Lin et al. 2018): :class:`PackedCritic` scores m samples jointly,
+D(x_1, …, x_m), so that it compares the product distributions P^m and Q^m, in which a dropped
+mode is about m times as visible: TV(P^m, Q^m) = 1 − (1 − 1/K)^m when Q drops one of K equal
+modes.
 """
 
 from __future__ import annotations
@@ -33,7 +38,8 @@ from torch.nn.utils.parametrizations import spectral_norm as _sn
 
 from utils.validation import check_int, shape_of
 
-__all__ = ["DCGANDiscriminator", "DCGANGenerator", "DCGAN_SIZES", "MLPCritic", "MLPGenerator"]
+__all__ = ["DCGANDiscriminator", "DCGANGenerator", "DCGAN_SIZES", "MLPCritic", "MLPGenerator",
+           "PackedCritic"]
 
 DCGAN_SIZES: tuple[int, ...] = (16, 28, 32)
 _START = {16: (4, 2), 28: (7, 2), 32: (4, 3)}   # size -> (start resolution s0, number of ×2 steps)
@@ -230,3 +236,41 @@ class DCGANDiscriminator(_Conditioned):
                          f"(B, {self.channels}, {self.size}, {self.size})")
         phi = self.features(x)                                   # φ(x): (B, c·s0·s0)
         return self._project(phi, self.head(phi).squeeze(1), labels)
+
+
+class PackedCritic(nn.Module):
+    """PacGAN's packed critic: x ``(B, C, ...)`` → one raw score per pack ``(B/m,)``.
+
+    The batch is cut into B/m packs of m CONSECUTIVE samples, each concatenated along the
+    feature (channel) axis and scored by the wrapped critic:
+
+        D_pack(x_{jm+1}, …, x_{jm+m}) = D([x_{jm+1} ⊕ … ⊕ x_{jm+m}]),   j = 0, …, B/m − 1,
+
+    a reshape ``(B, C, ...)`` → ``(B/m, m·C, ...)``; so the wrapped critic takes m·C input
+    features (``MLPCritic(in_dim=m·dim)``, ``DCGANDiscriminator(channels=m·C)``). Packs must be
+    formed the same way from real and fake batches, from independent samples (a shuffled batch
+    and i.i.d. noise give that). The losses of :mod:`gans.losses` then average over packs, so
+    :func:`gans.adversarial_step` works unchanged. With ``pack=1`` this is the wrapped critic.
+    Unconditional only; a gradient penalty would have to be taken per pack, not per sample.
+
+    Args:
+        critic: the wrapped critic, ``(B/m, m·C, ...)`` → ``(B/m,)``.
+        pack: m ≥ 1, the samples per pack; B must be a multiple of it.
+    """
+
+    def __init__(self, critic: nn.Module, pack: int = 2):
+        super().__init__()
+        if not isinstance(critic, nn.Module):
+            raise ValueError(f"critic must be a torch.nn.Module, got {type(critic).__name__}")
+        self.critic = critic
+        self.pack = check_int("pack", pack, minimum=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not isinstance(x, torch.Tensor) or not x.dtype.is_floating_point or x.ndim < 2 \
+                or x.shape[0] < 1:
+            raise ValueError(f"x must be a float tensor of shape (B, C, ...), got {shape_of(x)}")
+        b, m = x.shape[0], self.pack
+        if b % m:
+            raise ValueError(f"the batch size must be a multiple of pack = {m}, got B = {b}")
+        packs = x.reshape(b // m, m * x.shape[1], *x.shape[2:])   # row j = x_{jm} ⊕ … ⊕ x_{jm+m-1}
+        return self.critic(packs)

@@ -1,13 +1,20 @@
 """Tests for gans.networks: shapes, dtypes and devices of every network, size and conditional
 variant; the DCGAN layout rules; tanh range; spectral norm; the projection discriminator's
-formula; and bad input."""
+formula; PacGAN's packing; and bad input."""
 
 import pytest
 import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from gans import DCGAN_SIZES, DCGANDiscriminator, DCGANGenerator, MLPCritic, MLPGenerator
+from gans import (
+    DCGAN_SIZES,
+    DCGANDiscriminator,
+    DCGANGenerator,
+    MLPCritic,
+    MLPGenerator,
+    PackedCritic,
+)
 
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
     not torch.cuda.is_available(), reason="needs a CUDA device"))]
@@ -217,3 +224,63 @@ def test_bad_forward_inputs():
         dc(torch.randn(4, 3, 16, 16), ok_labels)              # wrong channels
     with pytest.raises(ValueError, match="labels must be"):
         dc(torch.randn(4, 1, 16, 16))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("pack", [1, 2, 4])
+def test_packed_critic_shapes_and_devices(device, pack):
+    torch.manual_seed(0)
+    d = PackedCritic(MLPCritic(in_dim=2 * pack, hidden=8, depth=2), pack).to(device)
+    out = d(noise(8, 2, device=device))
+    assert out.shape == (8 // pack,) and out.dtype == torch.float32
+    assert out.device.type == device
+    img = PackedCritic(DCGANDiscriminator(channels=3 * pack, size=16, width=4), pack).to(device)
+    assert img(torch.randn(8, 3, 16, 16, device=device)).shape == (8 // pack,)
+
+
+def test_packed_critic_with_pack_1_is_the_wrapped_critic():
+    torch.manual_seed(0)
+    inner = MLPCritic(in_dim=2, hidden=8, depth=2)
+    x = noise(6, 2)
+    torch.testing.assert_close(PackedCritic(inner, 1)(x), inner(x), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("pack", [2, 3])
+def test_packed_critic_scores_consecutive_samples_concatenated(pack):
+    torch.manual_seed(0)
+    inner = MLPCritic(in_dim=2 * pack, hidden=8, depth=2)
+    d = PackedCritic(inner, pack)
+    x = noise(4 * pack, 2)
+    # pack j = x_{jm} ⊕ x_{jm+1} ⊕ … ⊕ x_{jm+m-1}, built by hand
+    by_hand = torch.stack([torch.cat([x[j * pack + i] for i in range(pack)])
+                           for j in range(4)])
+    torch.testing.assert_close(d(x), inner(by_hand), rtol=0, atol=0)
+    # images: the members are stacked along the channel axis
+    dc = DCGANDiscriminator(channels=pack, size=16, width=4).eval()
+    xi = torch.randn(2 * pack, 1, 16, 16)
+    torch.testing.assert_close(PackedCritic(dc, pack)(xi), dc(torch.cat(
+        [torch.cat(list(xi[j * pack:(j + 1) * pack]), dim=0)[None] for j in range(2)])))
+    # every member of a pack gets a gradient, and only its own pack's score depends on it
+    xg = x.clone().requires_grad_(True)
+    d(xg)[1].backward()
+    grad_norm = xg.grad.norm(dim=1)
+    assert (grad_norm[pack:2 * pack] > 0).all()
+    assert (grad_norm[:pack] == 0).all() and (grad_norm[2 * pack:] == 0).all()
+
+
+def test_packed_critic_bad_input():
+    with pytest.raises(ValueError, match="pack"):
+        PackedCritic(MLPCritic(in_dim=2), 0)
+    with pytest.raises(ValueError, match="pack"):
+        PackedCritic(MLPCritic(in_dim=4), 2.0)
+    with pytest.raises(ValueError, match="critic must be"):
+        PackedCritic(lambda x: x, 2)
+    d = PackedCritic(MLPCritic(in_dim=4, hidden=8, depth=1), 2)
+    with pytest.raises(ValueError, match="multiple of pack = 2"):
+        d(torch.randn(5, 2))
+    with pytest.raises(ValueError, match="x must be"):
+        d(torch.randn(4))                                     # no feature axis
+    with pytest.raises(ValueError, match="x must be"):
+        d(torch.zeros(4, 2, dtype=torch.int64))
+    with pytest.raises(ValueError, match="x must be"):
+        d(torch.randn(4, 3))                                  # 2·3 features: the inner check
