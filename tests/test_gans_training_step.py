@@ -1,8 +1,9 @@
 """Tests for gans.training_step.adversarial_step: it runs under utils.training.fit on 2-D toys
 and on digits (plain and conditional) with finite metrics; n_critic critic updates per generator
 update; the gradient-penalty metric; weight clipping; the generator update leaves the critic
-alone; noise follows the batch's dtype; a short GAN moves the generator towards the data; bad
-arguments."""
+alone; noise follows the batch's dtype; a short GAN moves the generator towards the data;
+instance noise (σ = 0 is the noiseless step, the critic sees x + σε in every one of its forward
+passes, an annealed schedule's σ_t is used at call t); bad arguments."""
 
 import math
 
@@ -141,7 +142,8 @@ def test_noise_follows_the_batch_dtype():
     od = torch.optim.SGD(d.parameters(), 1e-3)
     x = toy2d("ring8", 32).double()
     y = torch.arange(32) % 8
-    out = adversarial_step(g, d, og, od, "hinge", 2, conditional=True, gp_weight=1.0)((x, y))
+    out = adversarial_step(g, d, og, od, "hinge", 2, conditional=True, gp_weight=1.0,
+                           instance_noise=0.1)((x, y))
     assert all(math.isfinite(v) for v in out.values())
 
 
@@ -164,6 +166,131 @@ def test_short_gan_moves_the_generator_to_the_data():
     with torch.no_grad():
         end = g(z).mean().item()
     assert abs(end - 3) < 0.5
+
+
+class Recording(torch.nn.Module):
+    """A critic that records (a copy of) every input it is called with, then scores it."""
+
+    def __init__(self, critic):
+        super().__init__()
+        self.critic, self.inputs = critic, []
+
+    def forward(self, x):
+        self.inputs.append(x.detach().clone())
+        return self.critic(x)
+
+
+class Constant(torch.nn.Module):
+    """G(z) = c for every z: the fakes are known exactly, so what the critic sees minus c is
+    the added noise."""
+
+    def __init__(self, c):
+        super().__init__()
+        self.c = torch.nn.Parameter(torch.tensor(c))
+
+    def forward(self, z):
+        return self.c.expand(z.shape[0], -1) + 0 * z[:, :1]
+
+
+def constant_gan(n=4096):
+    torch.manual_seed(0)
+    g, d = Constant([3.0, -1.0]), Recording(MLPCritic(2, hidden=8, depth=1))
+    og = torch.optim.SGD(g.parameters(), 1e-3)
+    od = torch.optim.SGD(d.parameters(), 1e-3)
+    return g, d, og, od, toy2d("ring8", n)
+
+
+@pytest.mark.parametrize("loss,kw", [("non_saturating", {}),
+                                     ("wasserstein", {"n_critic": 2, "gp_weight": 10.0})])
+def test_zero_instance_noise_is_the_noiseless_step(loss, kw):
+    # σ = 0 (a float or a schedule) draws no noise: the same random numbers and updates, so the
+    # parameters after 5 steps are bit-for-bit those of the step without instance noise
+    params, losses = [], []
+    for noise in (None, 0.0, lambda t: 0.0):
+        g, d, og, od = mlp_gan()
+        torch.manual_seed(1)
+        out = run(adversarial_step(g, d, og, od, loss, 2, instance_noise=noise, **kw),
+                  toy2d("ring8", 256), 5, g, d)
+        params.append([p.detach().clone() for p in [*g.parameters(), *d.parameters()]])
+        losses.append(out.history["critic_loss"])
+        assert ("instance_noise" in out.history) == (noise is not None)
+    for other in params[1:]:
+        for p, q in zip(params[0], other, strict=True):
+            torch.testing.assert_close(p, q, rtol=0, atol=0)
+    assert losses[0] == losses[1] == losses[2]
+
+
+@pytest.mark.parametrize("sigma", [0.0, 0.3])
+def test_the_critic_sees_noisy_real_and_fake_inputs(sigma):
+    # n_critic = 2: each critic update scores (real, fake); then the generator update scores the
+    # fakes: 5 critic calls. Every input minus its clean value must be N(0, σ²) noise, drawn
+    # afresh each time. With 8192 values the sample std has relative s.e. 1/sqrt(2 · 8192) <
+    # 0.8%: 5% is 6 s.e.; independent draws have a correlation of s.e. 1/sqrt(8192) ≈ 0.011.
+    g, d, og, od, x = constant_gan()
+    c = g.c.detach().clone()
+    adversarial_step(g, d, og, od, "non_saturating", 2, n_critic=2, instance_noise=sigma)(x)
+    assert len(d.inputs) == 5
+    seen = d.inputs
+    clean = [x, c, x, c, c]       # real, fake, real, fake, then the generator's fake (G has not
+    noise = [s - cl for s, cl in zip(seen, clean, strict=True)]   # moved yet: c exactly)
+    if sigma == 0:
+        assert all(torch.equal(s, cl.expand_as(s)) for s, cl in zip(seen, clean, strict=True))
+        return
+    for e in noise:
+        assert abs(e.std().item() / sigma - 1) < 0.05
+        assert abs(e.mean().item()) < 6 * sigma / math.sqrt(e.numel())
+    flat = [e.flatten() for e in noise]
+    for i in range(len(flat)):
+        for j in range(i + 1, len(flat)):
+            assert abs(torch.corrcoef(torch.stack([flat[i], flat[j]]))[0, 1]) < 0.06
+
+
+def test_gradient_penalty_sees_the_noisy_points():
+    # with gp_weight > 0 the critic's third call per update is at x̂ = ε x_in + (1 − ε) x̃_in,
+    # on the segment between the NOISY real and fake inputs it was just shown
+    g, d, og, od, x = constant_gan(64)
+    torch.manual_seed(2)
+    adversarial_step(g, d, og, od, "wasserstein", 2, gp_weight=1.0, instance_noise=0.5)(x)
+    real_in, fake_in, x_hat = d.inputs[:3]
+    eps = (x_hat - fake_in)[:, :1] / (real_in - fake_in)[:, :1]
+    torch.testing.assert_close(x_hat, eps * real_in + (1 - eps) * fake_in)
+    assert bool(((eps >= 0) & (eps <= 1)).all())
+    assert not torch.allclose(real_in, x)
+
+
+def test_annealed_schedule_is_used_per_step():
+    sigmas, asked = [0.6, 0.3, 0.1, 0.0], []
+
+    def schedule(t):
+        asked.append(t)
+        return sigmas[t]
+
+    g, d, og, od, x = constant_gan()
+    c = g.c.detach().clone()
+    result = fit(adversarial_step(g, d, og, od, "minimax", 2, instance_noise=schedule),
+                 lambda s: x, 4, models={"G": g, "D": d}, progress=False, device="cpu")
+    assert asked == [0, 1, 2, 3]                 # once per step, with the step's count
+    assert result.history["instance_noise"] == sigmas
+    for t, sigma in enumerate(sigmas):           # 3 critic calls per step: real, fake, G's fake
+        real_in, fake_in = d.inputs[3 * t], d.inputs[3 * t + 1]
+        if sigma == 0:
+            assert torch.equal(real_in, x)
+        else:
+            assert abs((real_in - x).std().item() / sigma - 1) < 0.05
+        # G moves only a little (SGD, lr 1e-3), so the fakes' spread is the noise
+        assert abs((fake_in - c).std().item() - sigma) < 0.05 * sigma + 0.01
+
+
+def test_bad_instance_noise():
+    g, d, og, od = mlp_gan()
+    for bad in (-0.1, math.nan, math.inf, True, "0.1", torch.tensor(0.1), [0.1]):
+        with pytest.raises(ValueError, match="instance_noise"):
+            adversarial_step(g, d, og, od, "hinge", 2, instance_noise=bad)
+    x = toy2d("ring8", 16)
+    for bad in (-1.0, math.nan, "big", None):
+        step = adversarial_step(g, d, og, od, "hinge", 2, instance_noise=lambda t, v=bad: v)
+        with pytest.raises(ValueError, match=r"instance_noise\(0\)"):
+            step(x)
 
 
 def test_bad_arguments():
