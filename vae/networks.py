@@ -91,17 +91,23 @@ class _Decoder(nn.Module):
         return out.reshape(*z.shape[:-1], *self.image_shape)
 
 
+def _init_mlp_shapes(net: nn.Module, image_shape: object, latent_dim: object, hidden: object,
+                     depth: object) -> list[int]:
+    """Check and set ``net.image_shape`` and ``net.latent_dim``; return [hidden] · depth."""
+    net.image_shape = _check_shape(image_shape)
+    net.latent_dim = check_int("latent_dim", latent_dim, minimum=1)
+    return [check_int("hidden", hidden, minimum=1)] * check_int("depth", depth, minimum=0)
+
+
 class MLPEncoder(_Encoder):
     """Flatten, ``depth`` ReLU layers of ``hidden`` units, then a linear map to (μ, logvar)."""
 
     def __init__(self, image_shape: tuple[int, int, int], latent_dim: int, hidden: int = 256,
                  depth: int = 2):
         super().__init__()
-        self.image_shape = _check_shape(image_shape)
-        self.latent_dim = check_int("latent_dim", latent_dim, minimum=1)
-        hidden, depth = check_int("hidden", hidden, minimum=1), check_int("depth", depth, minimum=0)
+        hidden_layers = _init_mlp_shapes(self, image_shape, latent_dim, hidden, depth)
         self.body = nn.Sequential(nn.Flatten(), _mlp([math.prod(self.image_shape)]
-                                                     + [hidden] * depth + [2 * self.latent_dim]))
+                                                     + hidden_layers + [2 * self.latent_dim]))
 
 
 class MLPDecoder(_Decoder):
@@ -110,10 +116,8 @@ class MLPDecoder(_Decoder):
     def __init__(self, image_shape: tuple[int, int, int], latent_dim: int, hidden: int = 256,
                  depth: int = 2):
         super().__init__()
-        self.image_shape = _check_shape(image_shape)
-        self.latent_dim = check_int("latent_dim", latent_dim, minimum=1)
-        hidden, depth = check_int("hidden", hidden, minimum=1), check_int("depth", depth, minimum=0)
-        self.body = _mlp([self.latent_dim] + [hidden] * depth + [math.prod(self.image_shape)])
+        hidden_layers = _init_mlp_shapes(self, image_shape, latent_dim, hidden, depth)
+        self.body = _mlp([self.latent_dim] + hidden_layers + [math.prod(self.image_shape)])
 
 
 def _check_side(image_shape: tuple[int, int, int]) -> int:
