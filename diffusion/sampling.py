@@ -27,7 +27,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import torch
-from tqdm.auto import tqdm
+from tqdm import tqdm  # the text bar, as utils.training: it renders in the committed notebooks
 
 from diffusion.schedules import _check_t, _check_x, alpha_bar, check_betas, gather
 from utils.validation import check_int, shape_of
