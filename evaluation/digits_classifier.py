@@ -195,7 +195,8 @@ def digits_classifier(*, cache_dir: str | os.PathLike | None = None, retrain: bo
 
     Returns:
         A :class:`DigitsClassifier` in eval mode with ``requires_grad`` off (float32). On the
-        digits test split it classifies about 97% correctly (349-351 of 360 with seed 0, by machine).
+        digits test split it classifies about 97% correctly (349-351 of 360 with seed 0, by
+        machine).
     """
     seed = check_int("seed", seed, minimum=0)
     if not isinstance(retrain, bool):
