@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from foundations.bounds import iw_bound
-from utils.validation import check_choice, check_int, shape_of
+from utils.validation import check_int, shape_of
 
 __all__ = [
     "ELBO", "LIKELIHOODS", "bernoulli_log_likelihood", "diagonal_gaussian_log_prob", "elbo",
@@ -218,7 +218,3 @@ def iwae_bound(log_px_z: Callable[[torch.Tensor], torch.Tensor], mu: torch.Tenso
     return iw_bound(log_lik + standard_normal_log_prob(z),
                     diagonal_gaussian_log_prob(z, mu, logvar))
 
-
-def check_likelihood(name: str) -> str:
-    """``name`` if it is one of :data:`LIKELIHOODS`, else a ``ValueError`` listing them."""
-    return check_choice("likelihood", name, LIKELIHOODS)
