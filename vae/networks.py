@@ -128,16 +128,21 @@ def _check_side(image_shape: tuple[int, int, int]) -> int:
     return h // 4
 
 
+def _init_conv_shapes(net: nn.Module, image_shape: object, latent_dim: object,
+                      width: object) -> tuple[int, int]:
+    """Check and set ``net.image_shape`` and ``net.latent_dim``; return (width, H/4)."""
+    net.image_shape = _check_shape(image_shape)
+    net.latent_dim = check_int("latent_dim", latent_dim, minimum=1)
+    return check_int("width", width, minimum=1), _check_side(net.image_shape)
+
+
 class ConvEncoder(_Encoder):
     """Two stride-2 convolutions (kernel 4, padding 1; ``width``, 2·``width`` channels, ReLU)
     take H×W to H/4×W/4, then a linear map to (μ, logvar)."""
 
     def __init__(self, image_shape: tuple[int, int, int], latent_dim: int, width: int = 32):
         super().__init__()
-        self.image_shape = _check_shape(image_shape)
-        self.latent_dim = check_int("latent_dim", latent_dim, minimum=1)
-        width = check_int("width", width, minimum=1)
-        s = _check_side(self.image_shape)
+        width, s = _init_conv_shapes(self, image_shape, latent_dim, width)
         self.body = nn.Sequential(
             nn.Conv2d(self.image_shape[0], width, 4, 2, 1), nn.ReLU(),
             nn.Conv2d(width, 2 * width, 4, 2, 1), nn.ReLU(),
@@ -150,10 +155,7 @@ class ConvDecoder(_Decoder):
 
     def __init__(self, image_shape: tuple[int, int, int], latent_dim: int, width: int = 32):
         super().__init__()
-        self.image_shape = _check_shape(image_shape)
-        self.latent_dim = check_int("latent_dim", latent_dim, minimum=1)
-        width = check_int("width", width, minimum=1)
-        s = _check_side(self.image_shape)
+        width, s = _init_conv_shapes(self, image_shape, latent_dim, width)
         self.body = nn.Sequential(
             nn.Linear(self.latent_dim, 2 * width * s * s), nn.ReLU(),
             nn.Unflatten(1, (2 * width, s, s)),
