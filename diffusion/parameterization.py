@@ -23,7 +23,7 @@ from collections.abc import Callable
 
 import torch
 
-from diffusion.schedules import _check_t, _check_x, gather, q_sample
+from diffusion.schedules import _check_levels, _check_like, _check_t, _check_x, gather, q_sample
 from utils.validation import check_choice, shape_of
 
 __all__ = ["PARAMETERIZATIONS", "denoising_loss", "from_eps", "to_eps"]
@@ -33,12 +33,9 @@ PARAMETERIZATIONS: tuple[str, ...] = ("eps", "x0", "score", "v")
 
 def _levels(x_t: object, pred: object, t: object,
             alpha_bar: object) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    x_t, pred = _check_x("x_t", x_t), _check_x("pred", pred)
-    if pred.shape != x_t.shape:
-        raise ValueError(f"the prediction must have x_t's shape {tuple(x_t.shape)}, got "
-                         f"{tuple(pred.shape)}")
-    if not isinstance(alpha_bar, torch.Tensor) or alpha_bar.ndim != 1:
-        raise ValueError(f"alpha_bar must be a tensor (T,), got {shape_of(alpha_bar)}")
+    x_t = _check_x("x_t", x_t)
+    pred = _check_like("the prediction", pred, "x_t", x_t)
+    alpha_bar = _check_levels(alpha_bar)
     a = gather(alpha_bar, _check_t(t, alpha_bar.shape[0], x_t.shape[0]), x_t)
     return x_t, pred, a
 
@@ -91,8 +88,7 @@ def denoising_loss(model: Callable[..., torch.Tensor], x0: torch.Tensor,
     """
     target = check_choice("target", target, ("eps", "x0", "v"))
     x0 = _check_x("x0", x0)
-    if not isinstance(alpha_bar, torch.Tensor) or alpha_bar.ndim != 1:
-        raise ValueError(f"alpha_bar must be a tensor (T,), got {shape_of(alpha_bar)}")
+    alpha_bar = _check_levels(alpha_bar)
     T, b = alpha_bar.shape[0], x0.shape[0]
     if t is None:
         t = torch.randint(0, T, (b,), generator=generator, device="cpu").to(x0.device)

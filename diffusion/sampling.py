@@ -29,7 +29,15 @@ from collections.abc import Callable, Sequence
 import torch
 from tqdm import tqdm  # the text bar, as utils.training: it renders in the committed notebooks
 
-from diffusion.schedules import _check_t, _check_x, alpha_bar, check_betas, gather
+from diffusion.schedules import (
+    _check_like,
+    _check_t,
+    _check_x,
+    _step_terms,
+    _with_previous,
+    alpha_bar,
+    check_betas,
+)
 from utils.validation import check_int, shape_of
 
 __all__ = ["ddim_invert", "ddim_sample", "ddim_step", "ddim_timesteps", "ddpm_sample",
@@ -39,11 +47,8 @@ EpsModel = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def _check_eps(x_t: object, eps_pred: object) -> tuple[torch.Tensor, torch.Tensor]:
-    x_t, eps_pred = _check_x("x_t", x_t), _check_x("eps_pred", eps_pred)
-    if eps_pred.shape != x_t.shape:
-        raise ValueError(f"eps_pred must have x_t's shape {tuple(x_t.shape)}, got "
-                         f"{tuple(eps_pred.shape)}")
-    return x_t, eps_pred
+    x_t = _check_x("x_t", x_t)
+    return x_t, _check_like("eps_pred", eps_pred, "x_t", x_t)
 
 
 def _check_noise(noise: object, like: torch.Tensor) -> torch.Tensor:
@@ -65,12 +70,17 @@ def ddpm_step(x_t: torch.Tensor, eps_pred: torch.Tensor, t: torch.Tensor | int,
     betas = check_betas(betas)
     x_t, eps_pred = _check_eps(x_t, eps_pred)
     t = _check_t(t, betas.shape[0], x_t.shape[0])
-    ab = alpha_bar(betas)
-    ab_prev = torch.cat([torch.ones(1, dtype=ab.dtype, device=ab.device), ab[:-1]])
-    b, a, a_prev = gather(betas, t, x_t), gather(ab, t, x_t), gather(ab_prev, t, x_t)
+    return _ddpm_update(x_t, eps_pred, t, betas, _with_previous(alpha_bar(betas)),
+                        _check_noise(noise, x_t))
+
+
+def _ddpm_update(x_t: torch.Tensor, eps_pred: torch.Tensor, t: torch.Tensor,
+                 betas: torch.Tensor, levels: tuple[torch.Tensor, torch.Tensor],
+                 noise: torch.Tensor) -> torch.Tensor:
+    """:func:`ddpm_step` on checked inputs, with (ᾱ_t, ᾱ_{t−1}) computed once by the caller."""
+    b, a, _, var = _step_terms(betas, levels, t, x_t)         # var = β̃_t, exactly 0 at t = 0
     mean = (x_t - b / (1 - a).sqrt() * eps_pred) / (1 - b).sqrt()
-    var = (1 - a_prev) / (1 - a) * b                          # β̃_t, exactly 0 at t = 0
-    return mean + var.sqrt() * _check_noise(noise, x_t)
+    return mean + var.sqrt() * noise
 
 
 def _level(alpha_bar: torch.Tensor, t: int, like: torch.Tensor) -> torch.Tensor:
@@ -150,10 +160,13 @@ def ddpm_sample(eps_model: EpsModel, shape: Sequence[int], betas: torch.Tensor, 
 
     ``generator`` (a CPU generator) draws every noise, so a sample is reproducible."""
     betas = check_betas(betas)
+    levels = _with_previous(alpha_bar(betas))                # ᾱ once, not once per step
     x = _start(shape, generator, device, dtype)
     for t in tqdm(range(betas.shape[0] - 1, -1, -1), desc="DDPM", disable=not progress):
         noise = torch.randn(x.shape, generator=generator, dtype=dtype).to(device)
-        x = ddpm_step(x, eps_model(x, _timestep(t, x)), t, betas, noise)
+        t_batch = _timestep(t, x)
+        eps = _check_like("eps_model(x_t, t)", eps_model(x, t_batch), "x_t", x)
+        x = _ddpm_update(x, eps, t_batch, betas, levels, noise)
     return x
 
 

@@ -123,6 +123,37 @@ def _check_x(name: str, x: object) -> torch.Tensor:
     return x
 
 
+def _check_like(name: str, x: object, ref_name: str, ref: torch.Tensor) -> torch.Tensor:
+    """``x`` if it is a float tensor (B, ...) of ``ref``'s shape."""
+    x = _check_x(name, x)
+    if x.shape != ref.shape:
+        raise ValueError(f"{name} must have {ref_name}'s shape {tuple(ref.shape)}, got "
+                         f"{tuple(x.shape)}")
+    return x
+
+
+def _check_levels(alpha_bar: object) -> torch.Tensor:
+    """``alpha_bar`` if it is a tensor of shape (T,)."""
+    if not isinstance(alpha_bar, torch.Tensor) or alpha_bar.ndim != 1:
+        raise ValueError(f"alpha_bar must be a tensor (T,), got {shape_of(alpha_bar)}")
+    return alpha_bar
+
+
+def _with_previous(alpha_bar: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(ᾱ_t, ᾱ_{t−1}) ``(T,)`` each, with ᾱ_{−1} = 1 (the data)."""
+    one = torch.ones(1, dtype=alpha_bar.dtype, device=alpha_bar.device)
+    return alpha_bar, torch.cat([one, alpha_bar[:-1]])
+
+
+def _step_terms(betas: torch.Tensor, levels: tuple[torch.Tensor, torch.Tensor],
+                t: torch.Tensor, like: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """β_t, ᾱ_t, ᾱ_{t−1} and β̃_t = (1 − ᾱ_{t−1}) / (1 − ᾱ_t) · β_t (0 at t = 0), each
+    ``(B, 1, ..., 1)``, from ``levels`` = :func:`_with_previous` (ᾱ)."""
+    ab, ab_prev = levels
+    b, a, a_prev = gather(betas, t, like), gather(ab, t, like), gather(ab_prev, t, like)
+    return b, a, a_prev, (1 - a_prev) / (1 - a) * b
+
+
 def q_sample(x0: torch.Tensor, t: torch.Tensor | int, eps: torch.Tensor,
              alpha_bar: torch.Tensor) -> torch.Tensor:
     """x_t = √ᾱ_t x_0 + √(1 − ᾱ_t) ε, a draw from q(x_t | x_0).
@@ -132,11 +163,9 @@ def q_sample(x0: torch.Tensor, t: torch.Tensor | int, eps: torch.Tensor,
         t: an int or int64 ``(B,)`` in 0..T−1.
         alpha_bar: ᾱ ``(T,)``.
     """
-    x0, eps = _check_x("x0", x0), _check_x("eps", eps)
-    if eps.shape != x0.shape:
-        raise ValueError(f"eps must have x0's shape {tuple(x0.shape)}, got {tuple(eps.shape)}")
-    if not isinstance(alpha_bar, torch.Tensor) or alpha_bar.ndim != 1:
-        raise ValueError(f"alpha_bar must be a tensor (T,), got {shape_of(alpha_bar)}")
+    x0 = _check_x("x0", x0)
+    eps = _check_like("eps", eps, "x0", x0)
+    alpha_bar = _check_levels(alpha_bar)
     t = _check_t(t, alpha_bar.shape[0], x0.shape[0])
     a = gather(alpha_bar, t, x0)
     return a.sqrt() * x0 + (1 - a).sqrt() * eps
@@ -147,13 +176,9 @@ def q_posterior(x0: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor | int,
     """Mean μ̃_t ``(B, ...)`` and variance β̃_t ``(B, 1, ..., 1)`` of q(x_{t−1} | x_t, x_0) (see
     the module); at t = 0 the mean is x_0 and the variance 0 (the step to the data)."""
     betas = check_betas(betas)
-    x0, x_t = _check_x("x0", x0), _check_x("x_t", x_t)
-    if x_t.shape != x0.shape:
-        raise ValueError(f"x_t must have x0's shape {tuple(x0.shape)}, got {tuple(x_t.shape)}")
+    x0 = _check_x("x0", x0)
+    x_t = _check_like("x_t", x_t, "x0", x0)
     t = _check_t(t, betas.shape[0], x0.shape[0])
-    ab = alpha_bar(betas)
-    ab_prev = torch.cat([torch.ones(1, dtype=ab.dtype, device=ab.device), ab[:-1]])
-    b, a, a_prev = gather(betas, t, x0), gather(ab, t, x0), gather(ab_prev, t, x0)
+    b, a, a_prev, var = _step_terms(betas, _with_previous(alpha_bar(betas)), t, x0)
     mean = (a_prev.sqrt() * b / (1 - a)) * x0 + ((1 - b).sqrt() * (1 - a_prev) / (1 - a)) * x_t
-    var = (1 - a_prev) / (1 - a) * b                          # β̃_t; 0 at t = 0 (ᾱ_{−1} = 1)
-    return mean, var
+    return mean, var                                          # var = β̃_t; 0 at t = 0
