@@ -71,7 +71,9 @@ def gaussian_kl(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
         when μ = 0 and logvar = 0.
     """
     mu, logvar = _check_mu_logvar(mu, logvar)
-    return 0.5 * (logvar.exp() + mu.pow(2) - 1.0 - logvar).sum(-1)
+    # exp(l) − 1 − l written as expm1(l) − l: never negative in floating point (the naive form
+    # rounds to about −1e-26 for l near 0)
+    return 0.5 * (torch.expm1(logvar) - logvar + mu.pow(2)).sum(-1)
 
 
 def reparameterize(mu: torch.Tensor, logvar: torch.Tensor,
