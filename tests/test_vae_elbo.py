@@ -69,6 +69,17 @@ def test_reparameterize_draws_noise_of_mu_shape_and_rejects_bad_eps():
         (7, *mu.shape)
     with pytest.raises(ValueError, match="eps"):
         reparameterize(mu, logvar, torch.zeros(5, 4, dtype=mu.dtype))
+    z = reparameterize(mu, logvar, n_samples=4)
+    assert z.shape == (4, *mu.shape) and z.dtype == mu.dtype
+    torch.manual_seed(7)
+    drawn = reparameterize(mu, logvar, n_samples=3)
+    torch.manual_seed(7)
+    torch.testing.assert_close(drawn, reparameterize(mu, logvar, torch.randn(3, *mu.shape,
+                                                                            dtype=mu.dtype)))
+    with pytest.raises(ValueError, match="not both"):
+        reparameterize(mu, logvar, torch.zeros(2, *mu.shape, dtype=mu.dtype), n_samples=2)
+    with pytest.raises(ValueError, match="n_samples"):
+        reparameterize(mu, logvar, n_samples=0)
 
 
 def test_log_probs_match_torch_distributions():

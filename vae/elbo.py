@@ -76,20 +76,26 @@ def gaussian_kl(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     return 0.5 * (torch.expm1(logvar) - logvar + mu.pow(2)).sum(-1)
 
 
-def reparameterize(mu: torch.Tensor, logvar: torch.Tensor,
-                   eps: torch.Tensor | None = None) -> torch.Tensor:
+def reparameterize(mu: torch.Tensor, logvar: torch.Tensor, eps: torch.Tensor | None = None, *,
+                   n_samples: int | None = None) -> torch.Tensor:
     """z = μ + σ ⊙ ε with σ = exp(½ logvar) and ε ~ N(0, I) (drawn if not given).
 
     Args:
         mu, logvar: ``(..., d)``.
         eps: ``(S, ..., d)`` or ``(..., d)``: noise broadcast against μ; pass it to get several
             samples per row at once, or to make the sample a deterministic function of (μ, σ).
+        n_samples: S ≥ 1: draw ε of shape ``(S, ..., d)`` (instead of passing ``eps``).
 
     Returns:
         z with ε's shape (or μ's): differentiable in μ and logvar.
     """
     mu, logvar = _check_mu_logvar(mu, logvar)
-    if eps is None:
+    if eps is not None and n_samples is not None:
+        raise ValueError("give eps or n_samples, not both")
+    if n_samples is not None:
+        eps = torch.randn((check_int("n_samples", n_samples, minimum=1), *mu.shape),
+                          dtype=mu.dtype, device=mu.device)
+    elif eps is None:
         eps = torch.randn_like(mu)
     elif not isinstance(eps, torch.Tensor) or eps.shape[eps.ndim - mu.ndim:] != mu.shape:
         raise ValueError(f"eps must be a tensor of shape (..., *{tuple(mu.shape)}), got "
@@ -212,7 +218,7 @@ def iwae_bound(log_px_z: Callable[[torch.Tensor], torch.Tensor], mu: torch.Tenso
     k = check_int("k", k, minimum=1)
     if mu.ndim != 2:
         raise ValueError(f"mu and logvar must have shape (B, d), got {tuple(mu.shape)}")
-    z = reparameterize(mu, logvar, torch.randn((k, *mu.shape), dtype=mu.dtype, device=mu.device))
+    z = reparameterize(mu, logvar, n_samples=k)
     log_lik = log_px_z(z)
     if not isinstance(log_lik, torch.Tensor) or log_lik.shape != z.shape[:2]:
         raise ValueError(f"log_px_z must map z {tuple(z.shape)} to {tuple(z.shape[:2])}, got "

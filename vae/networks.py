@@ -215,8 +215,7 @@ class VAE(nn.Module):
         reparameterised z per image (differentiable in θ and φ)."""
         n_samples = check_int("n_samples", n_samples, minimum=1)
         mu, logvar = self.encode(x)
-        z = reparameterize(mu, logvar, torch.randn((n_samples, *mu.shape), dtype=mu.dtype,
-                                                   device=mu.device))
+        z = reparameterize(mu, logvar, n_samples=n_samples)
         return elbo(self.log_px_z(x, z), mu, logvar)
 
     def iwae(self, x: torch.Tensor, k: int, *, chunk: int = 100) -> torch.Tensor:

@@ -89,8 +89,7 @@ def vae_step(model: nn.Module, optimizer: Any, *, beta: float | Callable[[int], 
             raise ValueError(f"beta({counter[0]}) must be a finite number >= 0, got {b!r}")
         optimizer.zero_grad(set_to_none=True)
         mu, logvar = model.encode(x)
-        z = reparameterize(mu, logvar, torch.randn((n_samples, *mu.shape), dtype=mu.dtype,
-                                                   device=mu.device))
+        z = reparameterize(mu, logvar, n_samples=n_samples)
         reconstruction = model.log_px_z(x, z).mean(0)                     # (B,)
         kl_j = gaussian_kl(mu.unsqueeze(-1), logvar.unsqueeze(-1))        # (B, d): KL per latent
         kl = kl_j.sum(-1)                                                 # (B,)
