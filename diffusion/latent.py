@@ -38,22 +38,24 @@ class LatentCodec(nn.Module):
             raise ValueError(f"scale must be > 0, got {scale!r}")
 
     @torch.no_grad()
+    def _means(self, x: torch.Tensor, batch_size: int) -> torch.Tensor:
+        """μ_φ(x) ``(B, d)``, encoded ``batch_size`` images at a time."""
+        batch_size = check_int("batch_size", batch_size, minimum=1)
+        if not isinstance(x, torch.Tensor) or x.ndim != 4:
+            raise ValueError(f"x must be images (B, C, H, W), got {shape_of(x)}")
+        return torch.cat([self.vae.encode(x[i:i + batch_size])[0]
+                          for i in range(0, x.shape[0], batch_size)])
+
+    @torch.no_grad()
     def fit_scale(self, x: torch.Tensor, batch_size: int = 512) -> float:
         """Set s to the standard deviation of μ_φ(x) over every coordinate of ``x``'s latents."""
-        batch_size = check_int("batch_size", batch_size, minimum=1)
-        mu = torch.cat([self.vae.encode(x[i:i + batch_size])[0]
-                        for i in range(0, x.shape[0], batch_size)])
-        self.scale.fill_(mu.std().item())
+        self.scale.fill_(self._means(x, batch_size).std().item())
         return float(self.scale)
 
     @torch.no_grad()
     def encode(self, x: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
         """z_0 = μ_φ(x) / s: images ``(B, C, H, W)`` → ``(B, d)``."""
-        batch_size = check_int("batch_size", batch_size, minimum=1)
-        if not isinstance(x, torch.Tensor) or x.ndim != 4:
-            raise ValueError(f"x must be images (B, C, H, W), got {shape_of(x)}")
-        return torch.cat([self.vae.encode(x[i:i + batch_size])[0]
-                          for i in range(0, x.shape[0], batch_size)]) / self.scale
+        return self._means(x, batch_size) / self.scale
 
     @torch.no_grad()
     def decode(self, z: torch.Tensor) -> torch.Tensor:
