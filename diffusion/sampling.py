@@ -85,7 +85,7 @@ def _ddpm_update(x_t: torch.Tensor, eps_pred: torch.Tensor, t: torch.Tensor,
 
 def _level(alpha_bar: torch.Tensor, t: int, like: torch.Tensor) -> torch.Tensor:
     return torch.ones((), dtype=like.dtype, device=like.device) if t < 0 else \
-        alpha_bar[t].to(like.device, like.dtype)
+        alpha_bar[t].to(like.dtype).to(like.device)  # cast first: MPS has no float64
 
 
 def _check_alpha_bar(alpha_bar: object) -> torch.Tensor:

@@ -111,8 +111,9 @@ def _check_t(t: object, T: int, batch: int | None = None) -> torch.Tensor:
 
 def gather(values: torch.Tensor, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     """values[t] reshaped to ``(B, 1, ..., 1)`` to broadcast against ``like`` ``(B, ...)``, in
-    ``like``'s dtype and on its device."""
-    out = values.to(like.device)[t.to(like.device)].to(like.dtype)
+    ``like``'s dtype and on its device. It indexes where ``values`` live and casts *before* the
+    move, so a float64 schedule never reaches a device without float64 (Apple's MPS)."""
+    out = values[t.to(values.device)].to(like.dtype).to(like.device)
     return out.reshape(-1, *([1] * (like.ndim - 1)))
 
 

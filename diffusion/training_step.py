@@ -15,7 +15,6 @@ Returned metrics: ``loss``.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import Any
 
@@ -25,6 +24,7 @@ from torch import nn
 from diffusion.conditioning import drop_condition
 from diffusion.parameterization import denoising_loss
 from diffusion.sampling import _check_alpha_bar
+from utils.training import check_finite
 from utils.validation import check_choice, check_positive, shape_of
 
 __all__ = ["diffusion_step"]
@@ -77,14 +77,12 @@ def diffusion_step(model: nn.Module, optimizer: Any, alpha_bar: torch.Tensor, *,
             raise ValueError(f"the batch's x_0 must be a float tensor (B, ...), got "
                              f"{shape_of(x0)}")
         optimizer.zero_grad(set_to_none=True)
-        loss = denoising_loss(model, x0, alpha_bar.to(x0.device), target=target, cond=c)
+        loss = denoising_loss(model, x0, alpha_bar, target=target, cond=c)  # ᾱ stays float64
+        value = check_finite("the denoising loss", loss)  # before the update
         loss.backward()
         if grad_clip is not None:
             torch.nn.utils.clip_grad_norm_(params, grad_clip)
         optimizer.step()
-        value = loss.item()
-        if not math.isfinite(value):
-            raise FloatingPointError(f"the denoising loss is {value}")
         return {"loss": value}
 
     return step

@@ -18,6 +18,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from utils.training import check_finite
 from utils.validation import check_int
 
 __all__ = ["GaussianMixture", "gaussian_log_prob", "gaussian_mle", "mle_step"]
@@ -240,8 +241,9 @@ def mle_step(model: nn.Module, optimizer: torch.optim.Optimizer
     def step(x: torch.Tensor) -> dict[str, float]:
         optimizer.zero_grad(set_to_none=True)
         nll = -model.log_prob(x).mean()
+        value = check_finite("nll", nll)  # before the update: NaN never reaches the weights
         nll.backward()
         optimizer.step()
-        return {"nll": nll.item()}
+        return {"nll": value}
 
     return step

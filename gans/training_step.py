@@ -52,6 +52,7 @@ import torch
 from torch import nn
 
 from gans.losses import GANLoss, clip_weights_, gan_loss, gradient_penalty
+from utils.training import check_finite
 from utils.validation import check_int, check_positive, shape_of
 
 __all__ = ["adversarial_step"]
@@ -167,6 +168,7 @@ def adversarial_step(generator: nn.Module, critic: nn.Module, opt_generator: Any
                 gp = gradient_penalty(lambda h: critic(h, *args(labels)), real_in, fake_in)
                 total = l_d + gp_weight * gp
                 penalties.append(gp.item())
+            check_finite("the critic loss", total, calls - 1)  # before the critic's update
             total.backward()
             opt_critic.step()
             if clip is not None:
@@ -180,6 +182,7 @@ def adversarial_step(generator: nn.Module, critic: nn.Module, opt_generator: Any
             opt_generator.zero_grad(set_to_none=True)
             fake_in = _add_noise(generator(z, *args(labels)), s)     # G(z) + σε''
             l_g = loss.generator(critic(fake_in, *args(labels)))
+            check_finite("the generator loss", l_g, calls - 1)  # before the generator's update
             l_g.backward()
             opt_generator.step()
         finally:

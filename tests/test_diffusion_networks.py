@@ -187,3 +187,16 @@ def test_latent_codec_scales_to_unit_variance_and_round_trips_shapes():
 def test_bad_input_raises_value_error(call):
     with pytest.raises(ValueError):
         call()
+
+
+def test_diffusion_step_stops_before_the_update_on_a_nan_loss():
+    from utils.training import NonFiniteLossError
+
+    net = MLPDenoiser(2, 16, 2)
+    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
+    before = [p.clone() for p in net.parameters()]
+    x = torch.randn(8, 2)
+    x[3] = float("nan")
+    with pytest.raises(NonFiniteLossError, match="the denoising loss is nan"):
+        diffusion_step(net, opt, alpha_bar(cosine_beta_schedule(10)))(x)
+    assert all(torch.equal(a, b) for a, b in zip(before, net.parameters())) and not opt.state

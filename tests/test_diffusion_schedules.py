@@ -12,6 +12,7 @@ from diffusion.parameterization import PARAMETERIZATIONS, denoising_loss, from_e
 from diffusion.schedules import (
     alpha_bar,
     cosine_beta_schedule,
+    gather,
     linear_beta_schedule,
     q_posterior,
     q_sample,
@@ -154,3 +155,27 @@ def test_denoising_loss_is_zero_for_the_oracle_and_matches_its_definition():
 def test_bad_input_raises_value_error(call):
     with pytest.raises(ValueError):
         call()
+
+
+def test_gather_casts_before_it_moves():
+    """Apple's MPS has no float64: gather must turn the float64 schedule into like's dtype on the
+    schedule's device, then move it. A TorchFunctionMode sees every Tensor.to; "meta" stands in
+    for an accelerator on a CPU-only machine."""
+    from torch.overrides import TorchFunctionMode
+
+    moved = []
+
+    class Spy(TorchFunctionMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            if func is torch.Tensor.to and isinstance(out, torch.Tensor) \
+                    and out.device.type != "cpu":
+                moved.append(out.dtype)
+            return out
+
+    values = torch.linspace(0.9, 0.1, 10, dtype=torch.float64)
+    like = torch.empty(3, 2, 2, device="meta")
+    with Spy():
+        out = gather(values, torch.tensor([0, 4, 9]), like)
+    assert out.device.type == "meta" and out.dtype == torch.float32 and out.shape == (3, 1, 1)
+    assert moved and torch.float64 not in moved

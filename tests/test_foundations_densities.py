@@ -211,3 +211,15 @@ def test_smoothed_is_the_density_of_noisy_samples():
     assert abs(float((y[:, 0] > 0).double().mean()) - prob) < 5 * (prob * (1 - prob) / n) ** 0.5
     with pytest.raises(ValueError, match="sigma"):
         gm.smoothed(-1.0)
+
+
+def test_mle_step_stops_before_the_update_on_a_nan_loss():
+    from utils.training import NonFiniteLossError
+
+    model = torch.nn.Linear(2, 2)
+    model.log_prob = lambda x: model(x).sum(-1)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    before = [p.clone() for p in model.parameters()]
+    with pytest.raises(NonFiniteLossError, match="nll is nan"):
+        mle_step(model, opt)(torch.full((4, 2), float("nan")))
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters())) and not opt.state

@@ -317,3 +317,16 @@ def test_bad_batches():
         adversarial_step(g, d, og, od, "hinge", 2)(torch.zeros(8, 2, dtype=torch.int64))
     with pytest.raises(ValueError, match="empty"):
         adversarial_step(g, d, og, od, "hinge", 2)(())
+
+
+def test_a_nan_loss_stops_before_the_critic_update():
+    from utils.training import NonFiniteLossError
+
+    g, d, og, od = mlp_gan()
+    before = [p.clone() for p in [*g.parameters(), *d.parameters()]]
+    x = torch.randn(16, 2)
+    x[5] = float("nan")
+    with pytest.raises(NonFiniteLossError, match="step 0: the critic loss is nan"):
+        adversarial_step(g, d, og, od, "non_saturating", 2)(x)
+    after = [*g.parameters(), *d.parameters()]
+    assert all(torch.equal(a, b) for a, b in zip(before, after)) and not od.state and not og.state

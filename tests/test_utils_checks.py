@@ -42,3 +42,15 @@ def test_check_close(capsys):
         check_close("shapes", [1.0, 2.0], [1.0, 2.0, 3.0])
     with pytest.raises(ValueError, match="non-negative"):
         check_close("tol", 1.0, 1.0, rtol=-1)
+
+
+@pytest.mark.parametrize("actual, expected", [
+    (torch.empty(0), torch.empty(0)),
+    (torch.empty(0, 3), 1.0),
+    (np.array([]), np.array([])),
+    ([], []),
+])
+def test_check_close_fails_on_empty_input(capsys, actual, expected):
+    with pytest.raises(AssertionError, match="nothing to compare"):
+        check_close("empty", actual, expected)
+    assert capsys.readouterr().out == ""

@@ -44,14 +44,34 @@ def test_profile_bad_input(monkeypatch):
         profile(tiny={}, cpu={"profile": 1}, gpu={})
 
 
-def test_device_prefers_cuda_then_mps(monkeypatch):
+def test_device_prefers_cuda_and_never_picks_mps_unasked(monkeypatch):
+    monkeypatch.delenv("DGM_DEVICE", raising=False)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert device().type == "cuda"
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
+    assert device().type == "cpu"  # MPS has no float64: used only when DGM_DEVICE asks for it
+    monkeypatch.setenv("DGM_DEVICE", "mps")
     assert device().type == "mps"
     monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    monkeypatch.delenv("DGM_DEVICE")
     assert device().type == "cpu"
+
+
+def test_device_from_the_environment(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setenv("DGM_DEVICE", "CPU")
+    assert device() == torch.device("cpu")
+
+
+@pytest.mark.parametrize("name, match", [("xla", "must be"), ("gpu", "must name a device"),
+                                         ("cuda", "no cuda"), ("mps", "no mps")])
+def test_device_bad_environment(monkeypatch, name, match):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    monkeypatch.setenv("DGM_DEVICE", name)
+    with pytest.raises(ValueError, match=match):
+        device()
 
 
 def test_seed_everything_repeats_all_three_generators():

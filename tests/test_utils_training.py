@@ -6,7 +6,16 @@ import pytest
 import torch
 from torch import nn
 
-from utils.training import EMA, NonFiniteLossError, fit, load_checkpoint, save_checkpoint, to_device
+from utils.training import (
+    EMA,
+    NonFiniteLossError,
+    check_finite,
+    fit,
+    load_checkpoint,
+    planned_steps,
+    save_checkpoint,
+    to_device,
+)
 
 CPU = torch.device("cpu")
 
@@ -108,6 +117,54 @@ def test_load_refuses_mismatched_names(tmp_path):
         load_checkpoint(ckpt, models={"D": model}, optimizers={"opt": opt})
 
 
+@pytest.mark.parametrize("kind", ["optimizers", "schedulers", "ema", "config"])
+def test_load_checks_every_name_before_loading_anything(tmp_path, kind):
+    """A mismatch found late (optimisers, schedulers, EMA, config) must not leave the model
+    already overwritten: the checkpoint is either loaded whole or not at all."""
+    ckpt = tmp_path / "c.pt"
+    model, opt, sched, *_ = make_run(seed=0)
+    ema = EMA(model, 0.9)
+    save_checkpoint(ckpt, step=3, models={"model": model}, optimizers={"opt": opt},
+                    schedulers={"sched": sched}, ema={"model": ema}, config={"lr": 1e-2})
+    fresh, fresh_opt, fresh_sched, *_ = make_run(seed=1)
+    before = [p.clone() for p in fresh.parameters()]
+    names = dict(models={"model": fresh}, optimizers={"opt": fresh_opt},
+                 schedulers={"sched": fresh_sched}, ema={"model": EMA(fresh, 0.9)},
+                 config={"lr": 1e-2})
+    if kind == "config":
+        names["config"] = {"lr": 1e-3}
+    else:
+        names[kind] = {"renamed": next(iter(names[kind].values()))}
+    with pytest.raises(ValueError, match=kind):
+        load_checkpoint(ckpt, **names)
+    for a, b in zip(before, fresh.parameters()):
+        assert torch.equal(a, b), "the model was loaded before the mismatch was found"
+
+
+def test_rng_states_load_on_the_cpu_whatever_the_map_location(tmp_path):
+    """Regression: a GPU run resumed with map_location=its device moved the RNG states there,
+    and torch.set_rng_state / NumPy raised. "meta" stands in for an accelerator on a CPU-only
+    machine: a tensor there is not a CPU tensor, exactly like a CUDA one."""
+    ckpt = tmp_path / "c.pt"
+    torch.manual_seed(5)
+    save_checkpoint(ckpt, step=1, models={})
+    expected = torch.rand(3)
+    torch.manual_seed(99)
+    load_checkpoint(ckpt, models={}, map_location="meta")
+    assert torch.equal(torch.rand(3), expected)
+
+
+def test_map_location_moves_the_weights_not_the_rng(tmp_path):
+    ckpt = tmp_path / "c.pt"
+    model, opt, *_ = make_run()
+    save_checkpoint(ckpt, step=1, models={"model": model}, optimizers={"opt": opt})
+    fresh, fresh_opt, *_ = make_run(seed=3)
+    load_checkpoint(ckpt, models={"model": fresh}, optimizers={"opt": fresh_opt},
+                    map_location=torch.device("cpu"))
+    for a, b in zip(model.parameters(), fresh.parameters()):
+        assert torch.equal(a, b)
+
+
 def test_nan_loss_stops_the_run():
     model = nn.Linear(2, 1)
     calls = []
@@ -127,18 +184,100 @@ def test_inf_metric_stops_the_run():
             models=nn.Linear(1, 1), device=CPU, progress=False)
 
 
-def test_ema_is_the_exponential_average():
+def test_ema_is_the_warmed_up_exponential_average():
+    """d_n = min(decay, (1 + n)/(10 + n)): with decay 0.5, d_0 = 0.1, d_1 = 2/11, then 0.5."""
     model = nn.Linear(1, 1, bias=False)
     ema = EMA(model, decay=0.5)
-    with torch.no_grad():
-        model.weight.fill_(0.0)
-    w0 = ema.averaged.weight.item()
-    for target in (2.0, 4.0):
+    w = ema.averaged.weight.item()
+    for n, target in enumerate((2.0, 4.0, -1.0, 3.0, 5.0, 7.0, 0.5, 8.0, 9.0, 1.0)):
+        d = min(0.5, (1 + n) / (10 + n))
+        assert ema.current_decay() == pytest.approx(d)
         with torch.no_grad():
             model.weight.fill_(target)
         ema.update(model)
-    assert ema.averaged.weight.item() == pytest.approx(0.25 * w0 + 0.25 * 2.0 + 0.5 * 4.0)
+        w = d * w + (1 - d) * target
+        assert ema.averaged.weight.item() == pytest.approx(w, rel=1e-6)
+    assert ema.updates == 10 and ema.current_decay() == 0.5
     assert not ema.averaged.weight.requires_grad and not ema.averaged.training
+
+
+def test_ema_warm_up_forgets_the_initial_weights():
+    """Without warm-up, after 100 steps at decay 0.999 the random init still weighs
+    0.999^100 = 90%; with it, its weight is prod_n d_n = 9!·100!/109! (tiny)."""
+    model = nn.Linear(1, 1, bias=False)
+    with torch.no_grad():
+        model.weight.fill_(1.0)
+    ema = EMA(model, decay=0.999)
+    with torch.no_grad():
+        model.weight.fill_(0.0)
+    for _ in range(100):
+        ema.update(model)
+    weight_of_init = math.prod(min(0.999, (1 + n) / (10 + n)) for n in range(100))
+    assert ema.averaged.weight.item() == pytest.approx(weight_of_init, rel=1e-4)
+    assert weight_of_init < 1e-11
+
+
+def test_ema_averages_float_buffers_and_copies_integer_ones():
+    model = nn.BatchNorm1d(2)
+    ema = EMA(model, decay=0.5)
+    model.train()
+    x = torch.tensor([[1.0, 2.0], [3.0, 6.0]])
+    model(x)                                  # running_mean = 0.1 · batch mean; one batch tracked
+    ema.update(model)                         # d_0 = 0.1
+    expected = 0.1 * torch.zeros(2) + 0.9 * model.running_mean
+    assert torch.allclose(ema.averaged.running_mean, expected)
+    assert not torch.equal(ema.averaged.running_mean, model.running_mean)
+    assert ema.averaged.num_batches_tracked.item() == 1
+
+
+def test_ema_state_holds_the_update_count():
+    model = nn.Linear(2, 1)
+    ema = EMA(model, 0.9)
+    for _ in range(3):
+        ema.update(model)
+    other = EMA(nn.Linear(2, 1), 0.9)
+    other.load_state_dict(ema.state_dict())
+    assert other.updates == 3
+    with pytest.raises(ValueError, match="averaged"):
+        other.load_state_dict(model.state_dict())
+
+
+def test_check_finite_raises_before_the_update():
+    model = nn.Linear(2, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    before = [p.clone() for p in model.parameters()]
+
+    def step(batch):
+        opt.zero_grad()
+        loss = model(batch).mean() * float("nan")
+        check_finite("loss", loss)
+        loss.backward()
+        opt.step()
+        return {"loss": loss.item()}
+
+    with pytest.raises(NonFiniteLossError, match="loss is nan"):
+        fit(step, lambda s: torch.ones(4, 2), 3, models=model, device=CPU, progress=False)
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
+    assert check_finite("x", torch.tensor(2.5)) == 2.5
+    with pytest.raises(NonFiniteLossError, match="step 7: x is inf"):
+        check_finite("x", float("inf"), 7)
+
+
+def test_planned_steps_cuts_fit_for_the_guards(monkeypatch):
+    monkeypatch.delenv("DGM_FIT_FRACTION", raising=False)
+    assert planned_steps(500) == 500
+    monkeypatch.setenv("DGM_FIT_FRACTION", "0.02")
+    assert [planned_steps(n) for n in (0, 1, 50, 500, 1234)] == [0, 1, 1, 10, 25]
+    res = fit(lambda b: {"loss": 1.0}, lambda s: 0, 200, models=nn.Linear(1, 1), device=CPU,
+              progress=False)
+    assert res.step == 4 and len(res.history["loss"]) == 4
+    res = fit(lambda b: {"loss": 1.0}, lambda s: 0, 200, models=nn.Linear(1, 1), device=CPU,
+              progress=False, guard=False)
+    assert res.step == 200
+    for bad in ("0", "1.5", "-0.1", "half"):
+        monkeypatch.setenv("DGM_FIT_FRACTION", bad)
+        with pytest.raises(ValueError, match="DGM_FIT_FRACTION"):
+            planned_steps(10)
 
 
 def test_ema_bad_decay():

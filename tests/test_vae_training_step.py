@@ -116,3 +116,17 @@ def test_collapse_diagnostics():
 def test_bad_input_raises_value_error(call):
     with pytest.raises(ValueError):
         call()
+
+
+def test_a_nan_loss_stops_before_the_update():
+    from utils.training import NonFiniteLossError
+
+    model = _model()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    before = [p.clone() for p in model.parameters()]
+    x = _data()
+    x[0, 0, 0, 0] = float("nan")
+    with pytest.raises(NonFiniteLossError, match="step 0: the VAE loss is nan"):
+        vae_step(model, opt)(x)
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
+    assert not opt.state, "the optimiser stepped"

@@ -59,7 +59,8 @@ def check_close(label: str, actual: Any, expected: Any, *, rtol: float = 1e-5,
     """Check that ``|actual - expected| <= atol + rtol * |expected|`` elementwise.
 
     Works on numbers, NumPy arrays and tensors (compared in float64 on the CPU). The failure
-    message reports the largest absolute error and where it occurred.
+    message reports the largest absolute error and where it occurred. An empty comparison fails
+    (it would otherwise hold vacuously, checking nothing).
     """
     if rtol < 0 or atol < 0:
         raise ValueError(f"tolerances must be non-negative, got rtol={rtol}, atol={atol}")
@@ -71,6 +72,9 @@ def check_close(label: str, actual: Any, expected: Any, *, rtol: float = 1e-5,
         raise ValueError(
             f"check_close {label!r}: shapes {tuple(a.shape)} and {tuple(e.shape)} do not broadcast"
         ) from None
+    if a.numel() == 0:  # all() of nothing is True: an empty comparison would pass vacuously
+        check(label, False, f"nothing to compare: shapes {tuple(a.shape)} and {tuple(e.shape)} "
+                            f"broadcast to an empty tensor")
     err = (a - e).abs()
     ok = bool(torch.all(err <= atol + rtol * e.abs()))
     detail = ""

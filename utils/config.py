@@ -23,6 +23,7 @@ __all__ = ["PROFILES", "Config", "active_profile", "device", "profile", "seed_ev
 
 PROFILES = ("tiny", "cpu", "gpu")
 ENV_VAR = "DGM_PROFILE"
+DEVICE_ENV_VAR = "DGM_DEVICE"
 
 
 class Config(dict):
@@ -66,13 +67,33 @@ def profile(*, tiny: Any, cpu: Any, gpu: Any) -> Any:
 
 
 def device() -> torch.device:
-    """The best available device: CUDA, then Apple's MPS, then the CPU."""
-    if torch.cuda.is_available():
-        return torch.device("cuda")
+    """The device the book trains on: ``$DGM_DEVICE`` if set, else CUDA if available, else the CPU.
+
+    Apple's MPS is used only when asked for (``DGM_DEVICE=mps``): it has no float64, which several
+    parts use for schedules and exact references, so picking it unasked broke them.
+    ``DGM_DEVICE`` is any name ``torch.device`` reads (``cpu``, ``cuda``, ``cuda:1``, ``mps``); an
+    unknown name, or a device this machine does not have, is a ``ValueError``.
+    """
+    raw = os.environ.get(DEVICE_ENV_VAR, "").strip().lower()
+    if not raw:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(raw)
+    except RuntimeError:
+        raise ValueError(f"{DEVICE_ENV_VAR} must name a device (cpu, cuda, cuda:N, mps), got "
+                         f"{raw!r}") from None
+    if dev.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"{DEVICE_ENV_VAR} must be cpu, cuda, cuda:N or mps, got {raw!r}")
     mps = getattr(torch.backends, "mps", None)
-    if mps is not None and mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
+    available = {"cpu": True, "cuda": torch.cuda.is_available(),
+                 "mps": mps is not None and mps.is_available()}[dev.type]
+    if not available:
+        raise ValueError(f"{DEVICE_ENV_VAR}={raw!r} but this machine has no {dev.type} device; "
+                         f"unset it to use {'cuda' if torch.cuda.is_available() else 'cpu'}")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ValueError(f"{DEVICE_ENV_VAR}={raw!r} but this machine has "
+                         f"{torch.cuda.device_count()} CUDA device(s)")
+    return dev
 
 
 def seed_everything(seed: int) -> None:

@@ -3,14 +3,17 @@
 A model family writes a ``step(batch) -> dict[str, float]`` that does one update (a GAN alternates
 critic and generator inside it) and returns the numbers worth plotting. :func:`fit` owns the rest:
 device placement, a tqdm progress bar, the metric history, an exponential moving average (EMA) of
-the weights, checkpoint save and resume, and NaN detection::
+the weights, checkpoint save and resume, and NaN detection (of every metric after the step; a step
+calls :func:`check_finite` on its loss before the optimiser step, so NaN never reaches the
+weights)::
 
     def step(batch):
         optimizer.zero_grad()
         loss = -model.log_prob(batch).mean()
+        nll = check_finite("nll", loss)  # before backward and the optimiser step
         loss.backward()
         optimizer.step()
-        return {"nll": loss.item()}
+        return {"nll": nll}
 
     result = fit(step, batches(x, batch_size=256), steps=2_000, models=model, optimizers=optimizer)
     training_curves(result.history)
@@ -44,50 +47,102 @@ from utils.validation import check_int
 
 __all__ = [
     "EMA",
+    "FIT_FRACTION_ENV",
     "FitResult",
     "NonFiniteLossError",
+    "check_finite",
     "fit",
     "load_checkpoint",
+    "planned_steps",
     "save_checkpoint",
     "to_device",
 ]
 
-CHECKPOINT_FORMAT = 1
+CHECKPOINT_FORMAT = 2
+# `make guards` sets this to 0.02: every guarded `fit` then runs ceil(0.02 · steps) steps, and a
+# notebook that claims a trained result must fail one of its checks (DESIGN.md §4).
+FIT_FRACTION_ENV = "DGM_FIT_FRACTION"
 
 
 class NonFiniteLossError(FloatingPointError):
-    """A metric from the step was NaN or infinite: the run stops instead of plotting garbage."""
+    """A loss or metric was NaN or infinite: the run stops instead of plotting garbage."""
+
+
+def check_finite(name: str, value: torch.Tensor | float, step: int | None = None) -> float:
+    """Return ``value`` as a float, or raise :class:`NonFiniteLossError` if it is NaN or ±inf.
+
+    A family's ``step`` calls it on its loss *before* ``loss.backward()`` and
+    ``optimizer.step()``, so a non-finite loss never reaches the weights (the optimiser state and
+    the EMA stay as they were at the last good step)."""
+    v = float(value.detach().item() if isinstance(value, torch.Tensor) else value)
+    if not math.isfinite(v):
+        where = f"step {step}: " if step is not None else ""
+        raise NonFiniteLossError(
+            f"{where}{name} is {v}; training stopped before the optimiser step. Lower the "
+            f"learning rate, or look for a log of 0 or a division by zero in the loss"
+        )
+    return v
+
+
+def planned_steps(steps: int) -> int:
+    """``steps``, or ``ceil(f · steps)`` when ``$DGM_FIT_FRACTION`` = f in (0, 1] is set (the
+    training cut of ``make guards``)."""
+    raw = os.environ.get(FIT_FRACTION_ENV, "").strip()
+    if not raw:
+        return steps
+    try:
+        f = float(raw)
+    except ValueError:
+        raise ValueError(f"{FIT_FRACTION_ENV} must be a number in (0, 1], got {raw!r}") from None
+    if not 0.0 < f <= 1.0:
+        raise ValueError(f"{FIT_FRACTION_ENV} must be a number in (0, 1], got {raw!r}")
+    return math.ceil(f * steps)
 
 
 class EMA:
-    """Exponential moving average of a module's weights.
+    """Exponential moving average of a module's weights, with a warm-up.
 
-    After every step, for each floating-point parameter θ of the trained module,
-    ``θ̄ ← decay · θ̄ + (1 - decay) · θ``; buffers (e.g. BatchNorm statistics) are copied.
-    ``averaged`` is a frozen copy of the module, in eval mode, holding θ̄.
+    At its ``n``-th update (n = 0, 1, …), for every floating-point parameter *and buffer* θ of the
+    trained module, ``θ̄ ← d_n · θ̄ + (1 - d_n) · θ`` with the warmed-up decay
+    ``d_n = min(decay, (1 + n) / (10 + n))`` (as in the common diffusion libraries), so the random
+    initial weights are forgotten within the first few dozen steps instead of after ~1/(1 - decay)
+    of them; integer buffers (e.g. BatchNorm's ``num_batches_tracked``) are copied.
+    ``averaged`` is a frozen copy of the module, in eval mode, holding θ̄; ``updates`` is n.
     """
 
     def __init__(self, module: nn.Module, decay: float = 0.999):
-        if not 0.0 < decay < 1.0:
-            raise ValueError(f"EMA decay must lie in (0, 1), got {decay}")
+        if isinstance(decay, bool) or not isinstance(decay, (int, float)) \
+                or not 0.0 < decay < 1.0:
+            raise ValueError(f"EMA decay must lie in (0, 1), got {decay!r}")
         self.decay = float(decay)
+        self.updates = 0
         self.averaged = copy.deepcopy(module).eval().requires_grad_(False)
+
+    def current_decay(self) -> float:
+        """The decay ``d_n = min(decay, (1 + n) / (10 + n))`` the next update will use."""
+        n = self.updates
+        return min(self.decay, (1 + n) / (10 + n))
 
     @torch.no_grad()
     def update(self, module: nn.Module) -> None:
-        for avg, p in zip(self.averaged.parameters(), module.parameters(), strict=True):
+        d = self.current_decay()
+        pairs = [*zip(self.averaged.parameters(), module.parameters(), strict=True),
+                 *zip(self.averaged.buffers(), module.buffers(), strict=True)]
+        for avg, p in pairs:
             if p.dtype.is_floating_point:
-                avg.lerp_(p.detach(), 1.0 - self.decay)
+                avg.lerp_(p.detach(), 1.0 - d)
             else:
                 avg.copy_(p)
-        for avg, b in zip(self.averaged.buffers(), module.buffers(), strict=True):
-            avg.copy_(b)
+        self.updates += 1
 
     def state_dict(self) -> dict[str, Any]:
-        return self.averaged.state_dict()
+        return {"averaged": self.averaged.state_dict(), "updates": self.updates}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        self.averaged.load_state_dict(state)
+        if set(state) != {"averaged", "updates"}:
+            raise ValueError(f"an EMA state needs 'averaged' and 'updates', got {sorted(state)}")
+        self.averaged.load_state_dict(state["averaged"])
+        self.updates = int(state["updates"])
 
 
 @dataclass
@@ -143,14 +198,18 @@ def _rng_state() -> dict[str, Any]:
 
 
 def _set_rng_state(state: Mapping[str, Any]) -> None:
+    """Restore the generators. Every state is a CPU tensor here (the loader reads them on the CPU,
+    whatever device the weights go to): torch, CUDA and NumPy accept no other."""
     py = state["python"]
     random.setstate((py["version"], tuple(int(v) for v in py["mt"].tolist()), py["gauss"]))
     n = state["numpy"]
-    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"],
+    np.random.set_state((n["kind"], n["keys"].cpu().numpy().astype(np.uint32), n["pos"],
                          n["has_gauss"], n["cached"]))
-    torch.set_rng_state(state["torch"])
+    torch.set_rng_state(state["torch"].cpu())
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        saved = [t.cpu() for t in state["cuda"]]
+        for i in range(min(len(saved), torch.cuda.device_count())):  # as many GPUs as both have
+            torch.cuda.set_rng_state(saved[i], i)
 
 
 def save_checkpoint(path: str | os.PathLike, *, step: int, models: Mapping[str, nn.Module],
@@ -182,28 +241,53 @@ def load_checkpoint(path: str | os.PathLike, *, models: Mapping[str, nn.Module],
                     optimizers: Mapping[str, Any] | None = None,
                     schedulers: Mapping[str, Any] | None = None,
                     ema: Mapping[str, EMA] | None = None,
+                    config: Mapping[str, Any] | None = None,
                     restore_rng: bool = True, map_location: Any = "cpu") -> dict[str, Any]:
     """Load a checkpoint written by :func:`save_checkpoint` into the given objects.
 
     Loads with ``weights_only=True`` (no arbitrary code from a pickle). Returns the raw dict (step,
-    history, config). The names of models, optimisers, schedulers and EMAs must match the saved
-    ones exactly, so a checkpoint is never half-loaded.
+    history, config). Everything is checked before anything is loaded: the names of models,
+    optimisers, schedulers and EMAs must match the saved ones exactly, and a ``config`` given here
+    must equal the saved one, so a checkpoint is never half-loaded.
+
+    The file is read on the CPU; ``map_location`` then moves the model, optimiser, scheduler and
+    EMA states (``load_state_dict`` also copies them to wherever each object lives). The RNG states
+    always stay on the CPU, where ``torch.set_rng_state`` and NumPy need them.
     """
-    state = torch.load(path, map_location=map_location, weights_only=True)
-    if state.get("format") != CHECKPOINT_FORMAT:
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{path}: not a checkpoint of format {CHECKPOINT_FORMAT}")
-    for kind, objs in (("models", models), ("optimizers", optimizers), ("schedulers", schedulers),
-                       ("ema", ema)):
-        objs = objs or {}
-        if set(objs) != set(state[kind]):
+    given = {"models": models, "optimizers": optimizers, "schedulers": schedulers, "ema": ema}
+    for kind, objs in given.items():
+        if set(objs or {}) != set(state[kind]):
             raise ValueError(
-                f"{path}: checkpoint has {kind} {sorted(state[kind])}, this run has {sorted(objs)}"
+                f"{path}: checkpoint has {kind} {sorted(state[kind])}, this run has "
+                f"{sorted(objs or {})}"
             )
-        for name, obj in objs.items():
-            obj.load_state_dict(state[kind][name])
+    saved = state["config"]
+    if config is not None and saved is not None and dict(config) != saved:
+        raise ValueError(f"{path} was written with config {saved}, this run has {dict(config)}; "
+                         f"delete the checkpoint or pass resume=False")
+    for kind, objs in given.items():
+        for name, obj in (objs or {}).items():
+            obj.load_state_dict(_move(state[kind][name], map_location))
     if restore_rng:
         _set_rng_state(state["rng"])
     return state
+
+
+def _move(tree: Any, map_location: Any) -> Any:
+    """Every tensor of a nested dict/list/tuple moved to ``map_location`` (``"cpu"``: as is)."""
+    if map_location is None or (isinstance(map_location, (str, torch.device))
+                                and torch.device(map_location).type == "cpu"):
+        return tree
+    if isinstance(tree, torch.Tensor):
+        return tree.to(map_location)
+    if isinstance(tree, Mapping):
+        return type(tree)((k, _move(v, map_location)) for k, v in tree.items())
+    if isinstance(tree, (list, tuple)):
+        return type(tree)(_move(v, map_location) for v in tree)
+    return tree
 
 
 def fit(step: Callable[[Any], Mapping[str, float]],
@@ -219,7 +303,8 @@ def fit(step: Callable[[Any], Mapping[str, float]],
         config: Mapping[str, Any] | None = None,
         device: torch.device | str | None = None,
         progress: bool = True,
-        desc: str = "training") -> FitResult:
+        desc: str = "training",
+        guard: bool = True) -> FitResult:
     """Run ``step`` for global steps ``0 … steps-1`` and return the history and EMA models.
 
     Args:
@@ -239,12 +324,18 @@ def fit(step: Callable[[Any], Mapping[str, float]],
         config: plain data (numbers, strings, lists, dicts) saved in the checkpoint; resuming with
             a different config is refused.
         device: where models and batches go; default :func:`utils.config.device`.
+        guard: whether ``make guards`` may cut this run to a fraction of ``steps``
+            (``$DGM_FIT_FRACTION``, see :func:`planned_steps`). ``False`` only for measuring
+            instruments trained on the side, such as the digits classifier behind the FD, whose
+            training is not the result a notebook claims.
 
     Raises:
         NonFiniteLossError: a metric was NaN or infinite (names the step and the metric).
         ValueError: bad arguments, or a checkpoint that does not belong to this run.
     """
     steps = check_int("steps", steps, minimum=0)
+    if guard:
+        steps = planned_steps(steps)
     if checkpoint_every is not None:
         checkpoint_every = check_int("checkpoint_every", checkpoint_every, minimum=1)
     if checkpoint_every is not None and checkpoint is None:
@@ -263,11 +354,7 @@ def fit(step: Callable[[Any], Mapping[str, float]],
 
     if checkpoint is not None and resume and Path(checkpoint).exists():
         state = load_checkpoint(checkpoint, models=model_dict, optimizers=optim_dict,
-                                schedulers=sched_dict, ema=ema, map_location=dev)
-        saved = state["config"]
-        if config is not None and saved is not None and dict(config) != saved:
-            raise ValueError(f"{checkpoint} was written with config {saved}, this run has "
-                             f"{dict(config)}; delete the checkpoint or pass resume=False")
+                                schedulers=sched_dict, ema=ema, config=config)
         start = state["step"]
         history = {k: list(v) for k, v in state["history"].items()} or history
         if start > steps:

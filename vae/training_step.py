@@ -29,6 +29,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from utils.training import check_finite
 from utils.validation import check_int, shape_of
 from vae.elbo import gaussian_kl, reparameterize
 
@@ -98,10 +99,11 @@ def vae_step(model: nn.Module, optimizer: Any, *, beta: float | Callable[[int], 
         else:
             kl_term = kl.mean()
         loss = -reconstruction.mean() + b * kl_term
+        value = check_finite("the VAE loss", loss, counter[0])  # before the update
         loss.backward()
         optimizer.step()
         counter[0] += 1
-        return {"loss": loss.item(), "elbo": (reconstruction - kl).mean().item(),
+        return {"loss": value, "elbo": (reconstruction - kl).mean().item(),
                 "reconstruction": reconstruction.mean().item(), "kl": kl.mean().item(),
                 "beta": b}
 
