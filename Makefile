@@ -7,7 +7,7 @@ PROFILE ?= tiny
 NOTEBOOKS = $(shell find . -name '*.ipynb' -not -path './$(VENV)/*' -not -path './_build/*' \
               -not -path '*/.ipynb_checkpoints/*' | sort)
 
-.PHONY: test book lab bench lint refresh clean
+.PHONY: test book lab bench lint refresh guards colab release clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -28,6 +28,29 @@ book: $(VENV)/.installed
 ## make refresh: re-execute every notebook in the cpu profile and write the outputs back in place
 refresh: $(VENV)/.installed
 	$(PY) -m utils.book --profile cpu --in-place
+
+## make guards: every notebook in tiny with fit cut to 2% of its steps; lists those that still pass
+guards: $(VENV)/.installed
+	MPLBACKEND=Agg $(PY) -m utils.guards --fraction 0.02
+
+## make colab: write every notebook's Colab cell from the one template (pyproject's version and URL)
+colab: $(VENV)/.installed
+	$(PY) -m utils.colab
+
+## make release VERSION=X.Y.Z: bump the version, rewrite the Colab cells, refresh the notebooks
+## (cpu profile), run the tests, commit and tag vX.Y.Z; then push the branch and the tag
+release:
+	@test -n "$(VERSION)" || { echo "usage: make release VERSION=X.Y.Z"; exit 2; }
+	@git diff --quiet && git diff --cached --quiet || { echo "commit or stash first"; exit 1; }
+	@! git rev-parse -q --verify "refs/tags/v$(VERSION)" >/dev/null || \
+	    { echo "tag v$(VERSION) exists"; exit 1; }
+	$(MAKE) $(VENV)/.installed
+	$(PY) -m utils.colab --set-version $(VERSION)
+	$(MAKE) refresh
+	$(MAKE) test
+	git commit -qam "release v$(VERSION): version, Colab cells and notebooks refreshed"
+	git tag -a "v$(VERSION)" -m "Deep Generative Models v$(VERSION)"
+	@echo "tagged v$(VERSION); publish with: git push origin HEAD v$(VERSION)"
 
 ## make lab: Jupyter Lab on the repository
 lab: $(VENV)/.installed

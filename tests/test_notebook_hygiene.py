@@ -1,7 +1,8 @@
 """Every notebook in the repository follows DESIGN.md §4.
 
 It was executed top to bottom (execution counts 1, 2, 3, …) in one kernel, has no error outputs,
-is under 2 MB, shows at least one figure, has the Colab cell (installing a pinned ref) and exactly
+is under 2 MB, shows at least one figure, has the Colab cell (exactly the template of
+``utils.colab``: pyproject's Source URL at the tag v<version>) first, and exactly
 one ``profile(...)`` config cell, and at least one ``# NBVAL_CHECK_OUTPUT`` check cell whose
 output nbval can compare across machines (no stderr, no images).
 """
@@ -12,11 +13,13 @@ from pathlib import Path
 
 import pytest
 
+from utils.colab import colab_cell, project_source
+
 ROOT = Path(__file__).resolve().parent.parent
 SKIP = {".venv", "_build", ".ipynb_checkpoints", ".git"}
 NOTEBOOKS = sorted(p for p in ROOT.rglob("*.ipynb") if not SKIP & set(p.relative_to(ROOT).parts))
 MAX_BYTES = 2 * 1024 * 1024
-PINNED_REF = re.compile(r"@(v\d+(\.\d+)*|[0-9a-f]{7,40})\b")
+COLAB_CELL = colab_cell(*project_source(ROOT))  # pyproject's version and Source URL
 
 
 def code_cells(path):
@@ -45,7 +48,9 @@ def test_notebook_hygiene(path):
 
     colab = [c for c in cells if "google.colab" in source(c)]
     assert len(colab) == 1, "needs exactly one Colab install cell"
-    assert PINNED_REF.search(source(colab[0])), "the Colab cell must install a pinned tag or commit"
+    assert source(colab[0]) == COLAB_CELL, "the Colab cell is not the template: run `make colab`"
+    assert colab[0] is cells[0], "the Colab cell must be the first code cell"
+    assert not colab[0].get("outputs"), "the Colab cell prints nothing outside Colab"
     config = [c for c in cells if re.search(r"\bprofile\(", source(c))]
     assert len(config) == 1, f"needs exactly one profile(...) config cell, found {len(config)}"
 

@@ -131,9 +131,10 @@ def _kernel_manager() -> AsyncKernelManager:
                               kernel_spec_manager=KernelSpecManager(kernel_dirs=[]))
 
 
-def _execute(nb: nbformat.NotebookNode, folder: Path, profile: str, timeout: int) -> str | None:
+def _execute(nb: nbformat.NotebookNode, folder: Path, profile: str, timeout: int,
+             extra_env: dict[str, str] | None = None) -> str | None:
     """Run ``nb`` in place in a fresh kernel; return ``None`` or the error's description."""
-    env = {**os.environ, "DGM_PROFILE": profile}
+    env = {**os.environ, **(extra_env or {}), "DGM_PROFILE": profile}
     env.pop("MPLBACKEND", None)  # let ipykernel pick its inline backend, so figures are kept
     client = NotebookClient(nb, km=_kernel_manager(), timeout=timeout, kernel_name="python3",
                             extra_arguments=["--IPKernelApp.log_level=ERROR"],
