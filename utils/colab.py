@@ -61,7 +61,8 @@ def colab_cell(name: str, version: str, url: str) -> str:
     """The Colab cell's source: ``pip install "<name> @ git+<url>@v<version>"`` on Colab only."""
     if not isinstance(version, str) or not _VERSION.match(version):
         raise ValueError(f"version must be X.Y.Z, got {version!r}")
-    if not isinstance(url, str) or not re.match(r"^https://[\w.-]+/[\w./-]+$", url) or url.endswith((".git", "/")):
+    if not isinstance(url, str) or not re.match(r"^https://[\w.-]+/[\w./-]+$", url) \
+            or url.endswith((".git", "/")):
         raise ValueError(f"the source URL must be https://host/owner/repo, got {url!r}")
     return TEMPLATE.format(tag=f"v{version}", marker=MARKER, name=name, url=url)
 
