@@ -154,6 +154,13 @@ def test_rng_states_load_on_the_cpu_whatever_the_map_location(tmp_path):
     assert torch.equal(torch.rand(3), expected)
 
 
+def test_map_location_must_be_a_device(tmp_path):
+    ckpt = tmp_path / "c.pt"
+    save_checkpoint(ckpt, step=1, models={})
+    with pytest.raises(ValueError, match="map_location"):
+        load_checkpoint(ckpt, models={}, map_location={"cuda:0": "cpu"})
+
+
 def test_map_location_moves_the_weights_not_the_rng(tmp_path):
     ckpt = tmp_path / "c.pt"
     model, opt, *_ = make_run()

@@ -262,6 +262,9 @@ def load_checkpoint(path: str | os.PathLike, *, models: Mapping[str, nn.Module],
     EMA states (``load_state_dict`` also copies them to wherever each object lives). The RNG states
     always stay on the CPU, where ``torch.set_rng_state`` and NumPy need them.
     """
+    if map_location is not None and not isinstance(map_location, (str, torch.device)):
+        raise ValueError(f"map_location must be a device (or its name), got "
+                         f"{type(map_location).__name__}")
     state = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{path}: not a checkpoint of format {CHECKPOINT_FORMAT}")
