@@ -183,3 +183,30 @@ def test_iwae_is_non_decreasing_in_k_and_below_log_p_x():
 def test_bad_input_raises_value_error(call):
     with pytest.raises(ValueError):
         call()
+
+
+def test_independent_pixels_is_a_normalised_smoothed_product_of_coins():
+    import itertools
+
+    from vae.elbo import independent_pixels_log_prob
+
+    x_train = torch.tensor([[1.0, 0.0, 1.0], [1.0, 0.0, 0.0], [1.0, 1.0, 0.0], [1.0, 0.0, 0.0]])
+    every = torch.tensor(list(itertools.product([0.0, 1.0], repeat=3)))      # all 2^3 images
+    log_p = independent_pixels_log_prob(x_train, every)
+    assert torch.logsumexp(log_p, 0).item() == pytest.approx(0.0, abs=1e-6)   # sums to one
+    p = torch.tensor([5 / 6, 2 / 6, 2 / 6])                                  # (count + 1)/(N + 2)
+    expected = (every * p.log() + (1 - every) * (1 - p).log()).sum(1)
+    assert torch.allclose(log_p, expected, atol=1e-6)
+    assert independent_pixels_log_prob(x_train[:, None], every[:, None]).shape == (8,)
+
+
+@pytest.mark.parametrize("x_train, x, match", [
+    (torch.full((4, 3), 0.5), torch.zeros(2, 3), "binary"),
+    (torch.zeros(4, 3), torch.full((2, 3), 2.0), "binary"),
+    (torch.zeros(4, 3), torch.zeros(2, 4), "same image shape"),
+])
+def test_independent_pixels_bad_input(x_train, x, match):
+    from vae.elbo import independent_pixels_log_prob
+
+    with pytest.raises(ValueError, match=match):
+        independent_pixels_log_prob(x_train, x)

@@ -41,6 +41,8 @@ __all__ = ["NO_TRAINED_RESULT", "Guard", "classify", "format_report", "main", "r
 NO_TRAINED_RESULT: dict[str, str] = {
     "foundations/03_jensen_and_variational_bounds.ipynb": "bounds and closed forms, no training",
     "foundations/04_law_of_large_numbers.ipynb": "Monte Carlo and importance sampling, no model",
+    "foundations/05_manifold_hypothesis.ipynb": "dimension estimators and closed-form MLEs, "
+                                                "no gradient training",
     "divergences/03_optimal_transport.ipynb": "exact and entropic OT solvers, no training",
     "gans/02_gd_dynamics.ipynb": "gradient dynamics of bilinear games, iterated by hand",
     "diffusion/01_forward_process.ipynb": "the forward process in closed form, no training",

@@ -35,8 +35,8 @@ from utils.validation import check_int, shape_of
 
 __all__ = [
     "ELBO", "LIKELIHOODS", "bernoulli_log_likelihood", "diagonal_gaussian_log_prob", "elbo",
-    "gaussian_kl", "gaussian_log_likelihood", "iwae_bound", "reparameterize",
-    "standard_normal_log_prob",
+    "gaussian_kl", "gaussian_log_likelihood", "independent_pixels_log_prob", "iwae_bound",
+    "reparameterize", "standard_normal_log_prob",
 ]
 
 LIKELIHOODS: tuple[str, ...] = ("bernoulli", "gaussian")
@@ -147,6 +147,29 @@ def bernoulli_log_likelihood(logits: torch.Tensor, x: torch.Tensor) -> torch.Ten
     if bool(((x < 0) | (x > 1)).any()):
         raise ValueError("x must lie in [0, 1] for a Bernoulli likelihood (binarise the data)")
     return (x * logits - F.softplus(logits)).flatten(logits.ndim - x.ndim + 1).sum(-1)
+
+
+def independent_pixels_log_prob(x_train: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """The baseline a binary-image model must beat: log p(x) = Σ_j [x_j log p_j + (1 − x_j)
+    log(1 − p_j)], every pixel an independent coin with the training set's frequency, smoothed by
+    one pseudo-count each way, p_j = (Σ_n x_train[n, j] + 1) / (N + 2) (so no log 0 on test data).
+
+    Args:
+        x_train: ``(N, *event)`` in {0, 1}, the images p is fitted to.
+        x: ``(B, *event)`` in {0, 1}.
+
+    Returns:
+        ``(B,)``: exact log-probabilities in nats.
+    """
+    x_train, x = _check_float("x_train", x_train, 2), _check_float("x", x, 2)
+    if x_train.shape[1:] != x.shape[1:]:
+        raise ValueError(f"x_train {tuple(x_train.shape)} and x {tuple(x.shape)} must have the "
+                         f"same image shape")
+    for name, t in (("x_train", x_train), ("x", x)):
+        if not bool(((t == 0) | (t == 1)).all()):
+            raise ValueError(f"{name} must be binary (values in {{0, 1}}): binarise the images")
+    p = (x_train.sum(0) + 1) / (x_train.shape[0] + 2)                       # p_j: (*event)
+    return bernoulli_log_likelihood((p.log() - (-p).log1p()).expand_as(x), x)
 
 
 def gaussian_log_likelihood(mean: torch.Tensor, x: torch.Tensor,
