@@ -67,7 +67,8 @@ def test_classify():
     rel = next(iter(NO_TRAINED_RESULT))
     assert classify(rel, None) == ("passes (no trained result)", NO_TRAINED_RESULT[rel])
     err = "AssertionError:\ncheck failed: samples beat the prior (FD 80 vs 60)"
-    assert classify("gans/04_dcgan.ipynb", err) == ("guarded", "samples beat the prior")
+    assert classify("gans/04_dcgan.ipynb", err) == ("guarded",
+                                                     "samples beat the prior (FD 80 vs 60)")
     assert classify("gans/04_dcgan.ipynb", "ValueError:\nshapes")[0] == "CRASHED"
     assert classify("gans/04_dcgan.ipynb", "AssertionError:\nplain assert")[0] == "CRASHED"
 

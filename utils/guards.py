@@ -48,14 +48,17 @@ NO_TRAINED_RESULT: dict[str, str] = {
     "diffusion/01_forward_process.ipynb": "the forward process in closed form, no training",
 }
 
-_CHECK_FAILED = re.compile(r"check failed: (.+?)(?: \(|$)", re.MULTILINE)
+# "check failed: <label>" or "check failed: <label> (<detail>)"; labels may hold parentheses, so
+# the whole message is reported
+_CHECK_FAILED = re.compile(r"check failed: (.+)$", re.MULTILINE)
 
 
 @dataclass
 class Guard:
     """One notebook run with its training cut: ``status`` is ``guarded``, ``CRASHED``,
-    ``STILL PASSES`` or ``passes (no trained result)``; ``detail`` the failed check's label,
-    the crash, or the reason from ``NO_TRAINED_RESULT``."""
+    ``STILL PASSES`` or ``passes (no trained result)``; ``detail`` the failed check's message
+    (its label, then its detail in brackets), the crash, or the reason from
+    ``NO_TRAINED_RESULT``."""
 
     path: Path
     seconds: float
@@ -76,7 +79,7 @@ def classify(rel: str, error: str | None) -> tuple[str, str]:
         return "STILL PASSES", "no check failed with the training cut"
     labels = _CHECK_FAILED.findall(error)  # the last one is the message (earlier: source lines)
     if "AssertionError" in error and labels and "{label}" not in labels[-1]:
-        return "guarded", labels[-1].strip()
+        return "guarded", labels[-1].strip()[:240]
     return "CRASHED", " ".join(error.split())[:300]
 
 
