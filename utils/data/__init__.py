@@ -7,11 +7,17 @@
 - :func:`mnist`, :func:`fashion_mnist`, :func:`cifar10`: the gpu profile's torchvision datasets;
   offline they fail with an error naming the offline alternative.
 - :func:`batches`: a stateless minibatch sampler, ``batches(x, batch_size=B)(step)``.
+- :func:`text_corpus`: text, the offline ``pydoc`` help text shipped with Python or the gpu
+  profile's ``tinyshakespeare``, split 90/5/5 into train/val/test; :class:`CharTokenizer` and the
+  byte-level :class:`BPETokenizer` (GPT-2's scheme, trained by our own code, with
+  :func:`pretokenize`); :func:`sequence_batches`, a stateless sampler of next-token windows
+  ``(x, y)`` from a token stream.
 
 Nothing here downloads at import time or unless called with ``download=True``.
 """
 
 from utils.data._common import LabelledImages
+from utils.data.bpe import BPE_PATTERN, BPETokenizer, pretokenize
 from utils.data.drawn_shapes import (
     COLOUR_NAMES,
     COLOUR_RGB,
@@ -22,6 +28,15 @@ from utils.data.drawn_shapes import (
 )
 from utils.data.handwritten_digits import DIGITS_SPLITS, digits
 from utils.data.minibatches import Batches, batches, epoch_permutation
+from utils.data.text import (
+    TEXT_CORPORA,
+    TEXT_SPLITS,
+    TINYSHAKESPEARE_URL,
+    CharTokenizer,
+    SequenceBatches,
+    sequence_batches,
+    text_corpus,
+)
 from utils.data.torchvision_sets import (
     CIFAR10_CLASSES,
     FASHION_MNIST_CLASSES,
@@ -33,6 +48,7 @@ from utils.data.torchvision_sets import (
 from utils.data.toys import TOY2D_NAMES, toy2d, toy2d_log_prob, toy2d_mixture
 
 __all__ = [
+    "BPE_PATTERN",
     "CIFAR10_CLASSES",
     "COLOUR_NAMES",
     "COLOUR_RGB",
@@ -40,9 +56,15 @@ __all__ = [
     "FASHION_MNIST_CLASSES",
     "SCALE_NAMES",
     "SHAPE_NAMES",
+    "TEXT_CORPORA",
+    "TEXT_SPLITS",
+    "TINYSHAKESPEARE_URL",
     "TOY2D_NAMES",
+    "BPETokenizer",
     "Batches",
+    "CharTokenizer",
     "LabelledImages",
+    "SequenceBatches",
     "ShapesData",
     "batches",
     "cifar10",
@@ -51,7 +73,10 @@ __all__ = [
     "epoch_permutation",
     "fashion_mnist",
     "mnist",
+    "pretokenize",
+    "sequence_batches",
     "shapes",
+    "text_corpus",
     "toy2d",
     "toy2d_log_prob",
     "toy2d_mixture",
