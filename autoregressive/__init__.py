@@ -14,6 +14,7 @@ logits of the new tokens only and updating the cache in place.
 
 from autoregressive import (
     attention,
+    bptt,
     decoding,
     factorization,
     gpt,
@@ -24,6 +25,7 @@ from autoregressive import (
     training_step,
 )
 from autoregressive.attention import *  # noqa: F403
+from autoregressive.bptt import *  # noqa: F403
 from autoregressive.decoding import *  # noqa: F403
 from autoregressive.factorization import *  # noqa: F403
 from autoregressive.gpt import *  # noqa: F403
@@ -33,6 +35,6 @@ from autoregressive.positions import *  # noqa: F403
 from autoregressive.rnn import *  # noqa: F403
 from autoregressive.training_step import *  # noqa: F403
 
-__all__ = [*factorization.__all__, *ngram.__all__, *made.__all__, *rnn.__all__,
+__all__ = [*factorization.__all__, *ngram.__all__, *made.__all__, *rnn.__all__, *bptt.__all__,
            *attention.__all__, *positions.__all__, *gpt.__all__, *decoding.__all__,
            *training_step.__all__]
