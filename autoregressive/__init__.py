@@ -18,6 +18,7 @@ from autoregressive import (
     decoding,
     factorization,
     gpt,
+    lm_head,
     made,
     ngram,
     positions,
@@ -29,6 +30,7 @@ from autoregressive.bptt import *  # noqa: F403
 from autoregressive.decoding import *  # noqa: F403
 from autoregressive.factorization import *  # noqa: F403
 from autoregressive.gpt import *  # noqa: F403
+from autoregressive.lm_head import *  # noqa: F403
 from autoregressive.made import *  # noqa: F403
 from autoregressive.ngram import *  # noqa: F403
 from autoregressive.positions import *  # noqa: F403
@@ -36,5 +38,6 @@ from autoregressive.rnn import *  # noqa: F403
 from autoregressive.training_step import *  # noqa: F403
 
 __all__ = [*factorization.__all__, *ngram.__all__, *made.__all__, *rnn.__all__, *bptt.__all__,
-           *attention.__all__, *positions.__all__, *gpt.__all__, *decoding.__all__,
+           *attention.__all__, *positions.__all__, *gpt.__all__, *lm_head.__all__,
+           *decoding.__all__,
            *training_step.__all__]

@@ -21,15 +21,22 @@ from torch import nn
 from utils.training import check_finite
 from utils.validation import check_int, shape_of
 
-__all__ = ["evaluate_lm", "lm_loss", "lm_step", "warmup_cosine"]
+__all__ = ["IGNORE", "evaluate_lm", "lm_loss", "lm_step", "warmup_cosine"]
+
+IGNORE = -100  # a target that is not scored
 
 
 def lm_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Mean cross-entropy (nats per token) of logits (B, T, V) against targets y (B, T)."""
+    """Mean cross-entropy (nats per token) of logits (B, T, V) against targets y (B, T).
+
+    Targets equal to ``IGNORE`` (−100, ``F.cross_entropy``'s ``ignore_index``) are left out of
+    the mean, so a task scored at some positions only (``ssm``'s selective copying: the answer
+    slots) trains with :func:`lm_step` unchanged."""
     if logits.ndim != 3 or y.shape != logits.shape[:2]:
         raise ValueError(f"logits must be (B, T, V) and y (B, T), got {tuple(logits.shape)} and "
                          f"{shape_of(y)}")
-    return F.cross_entropy(_at_least_float32(logits).flatten(0, 1), y.flatten())
+    return F.cross_entropy(_at_least_float32(logits).flatten(0, 1), y.flatten(),
+                           ignore_index=IGNORE)
 
 
 def _at_least_float32(logits: torch.Tensor) -> torch.Tensor:

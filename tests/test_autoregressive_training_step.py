@@ -120,3 +120,14 @@ def test_bad_input():
         warmup_cosine(torch.optim.SGD(model.parameters(), lr=0.1), warmup=10, total=10)
     with pytest.raises(ValueError, match=r"\(B, T, V\)"):
         lm_loss(torch.zeros(2, 5), torch.zeros(2, dtype=torch.int64))
+
+
+def test_ignored_targets_are_left_out_of_the_mean():
+    from autoregressive import IGNORE, lm_loss
+    torch.manual_seed(0)
+    logits = torch.randn(2, 5, 7)
+    y = torch.randint(7, (2, 5))
+    masked = y.clone()
+    masked[:, :3] = IGNORE
+    expected = torch.nn.functional.cross_entropy(logits[:, 3:].flatten(0, 1), y[:, 3:].flatten())
+    torch.testing.assert_close(lm_loss(logits, masked), expected)
