@@ -133,22 +133,26 @@ def ssm_kernel(A_bar: torch.Tensor, B_bar: torch.Tensor, C: torch.Tensor, L: int
     Shapes: ``K (P, M, L)``, with the P axis dropped when ``C`` is a vector ``(N,)`` and the M
     axis when ``B_bar`` is (so the single-input single-output kernel is ``(L,)``). Diagonal
     ``A_bar (N,)``: :math:`K_k = \sum_n C_{pn} \bar A_n^k \bar B_{nm}` (a Vandermonde product);
-    dense: the powers :math:`\bar A^k \bar B` by doubling, :math:`\bar A^{2^j}` times the first
-    :math:`2^j` of them, so O(log L) matrix products.
+    dense: :math:`C (\bar A^k \bar B)`. The powers come by doubling (:math:`\bar A^{2^j}` times
+    the first :math:`2^j` of them), O(log L) products of whole blocks.
     """
     A_bar, B2, C2, _, diag, b_vec, c_vec = _system(A_bar, B_bar, C)
     L = check_int("L", L, minimum=1)
     dtype = torch.promote_types(torch.promote_types(A_bar.dtype, B2.dtype), C2.dtype)
     A_bar, B2, C2 = A_bar.to(dtype), B2.to(dtype), C2.to(dtype)
+    # powers by doubling: with Ā^k for k < 2^j known, Ā^{2^j} · Ā^k gives 2^j ≤ k < 2^{j+1}
     if diag:
-        k = torch.arange(L, device=A_bar.device)
-        powers = A_bar[:, None] ** k                      # Ā_n^k: (N, L)
-        K = torch.einsum("pn,nl,nm->pml", C2, powers, B2)
+        V = torch.ones(A_bar.shape[0], 1, dtype=dtype, device=A_bar.device)  # Ā_n^0: (N, 1)
+        P = A_bar                                         # Ā_n^{2^j}
+        while V.shape[1] < L:
+            V = torch.cat([V, P[:, None] * V], dim=1)
+            P = P * P
+        K = torch.einsum("pn,nl,nm->pml", C2, V[:, :L], B2)  # Σ_n C_pn Ā_n^k B̄_nm
     else:
         V = B2[None]                                      # Ā^k B̄ for k < 1: (1, N, M)
         P = A_bar                                         # Ā^{2^j}
         while V.shape[0] < L:
-            V = torch.cat([V, P @ V], dim=0)              # k < 2^{j+1}
+            V = torch.cat([V, P @ V], dim=0)
             P = P @ P
         K = torch.einsum("pn,lnm->pml", C2, V[:L])
     if b_vec:
