@@ -46,6 +46,10 @@ NO_TRAINED_RESULT: dict[str, str] = {
     "divergences/03_optimal_transport.ipynb": "exact and entropic OT solvers, no training",
     "gans/02_gd_dynamics.ipynb": "gradient dynamics of bilinear games, iterated by hand",
     "diffusion/01_forward_process.ipynb": "the forward process in closed form, no training",
+    "ssm/01_continuous_and_discrete.ipynb": "discretisations checked against scipy and the exact "
+                                            "solution, orders measured, no training",
+    "ssm/02_recurrence_vs_convolution.ipynb": "recurrence = convolution checked, costs timed, "
+                                              "no training",
 }
 
 # "check failed: <label>" or "check failed: <label> (<detail>)"; labels may hold parentheses, so
