@@ -11,10 +11,11 @@
 where Δ_t = softplus(W_Δ x_t + b_Δ), B_t = W_B x_t and C_t = W_C x_t are functions of the input:
 that dependence on x_t is the *selection*. An LTI SSM (S4) has the same Ā, B̄, C at every t and
 cannot choose what to remember. The recurrence is a scan of h_t = a_t h_{t−1} + b_t with
-a_t = Ā_t and b_t = B̄_t u_t, run by :func:`ssm.scan.sequential_scan` (``scan="sequential"``,
-the default: on a CPU, where each step's (b, d, n) block is large, the loop with its
-hand-written backward is the fastest; measured in ``ssm/05_parallel_scan``) or
-:func:`ssm.scan.parallel_scan` (``scan="parallel"``, the associative scan; what a GPU wants).
+a_t = Ā_t and b_t = B̄_t u_t, run by :func:`ssm.scan.parallel_scan` (``scan="parallel"``, the
+associative scan), :func:`ssm.scan.sequential_scan` (``"sequential"``) or, by default,
+``"fused"``: one loop over time that never materialises Ā and B̄u for all steps, with a
+hand-written backward, as mamba's CUDA kernel does (on a CPU, where each step's (b, d, n)
+block is large, the loop beats the log-depth scan; measured in ``ssm/05_parallel_scan``).
 
 :func:`selective_scan` takes the shapes of mamba's ``selective_scan_ref``: u, Δ (b, d, l);
 A (d, n); B, C (b, n, l); D (d,); z (b, d, l); it returns y (b, d, l) (and h_{l−1} (b, d, n)).
@@ -45,7 +46,7 @@ from utils.validation import check_choice, check_int, shape_of
 
 __all__ = ["MambaBlock", "MambaCache", "MambaLM", "SelectiveSSM", "selective_scan"]
 
-SCANS = ("parallel", "sequential")
+SCANS = ("fused", "sequential", "parallel")
 
 
 def _float(name: str, x: object, shape: tuple) -> torch.Tensor:
@@ -58,19 +59,65 @@ def _float(name: str, x: object, shape: tuple) -> torch.Tensor:
     return x
 
 
+class _FusedSelectiveScan(torch.autograd.Function):
+    """The whole selective scan in one loop over time, with its hand-written backward (the
+    structure of mamba's CUDA kernel, in PyTorch): each step touches one (b, d, n) block, which
+    stays in cache, instead of materialising Ā and B̄u for all l steps.
+
+    Inputs time-major: delta, du = Δ ⊙ u (l, b, d); A (d, n); B, C (l, b, n); h0 (b, d, n).
+    Forward: h_t = exp(Δ_t A) h_{t−1} + du_t B_t, y_t = h_t C_t (all h_t kept for the backward).
+    Backward with g_t = ∂ℓ/∂h_t = gy_t C_tᵀ + Ā_{t+1} g_{t+1}: ∂ℓ/∂C_t = h_tᵀ gy_t,
+    ∂ℓ/∂du_t = g_t B_t, ∂ℓ/∂B_t = g_tᵀ du_t, and with G = g_t ⊙ h_{t−1} ⊙ Ā_t = ∂ℓ/∂(Δ_t A):
+    ∂ℓ/∂Δ_t = Σ_n G A, ∂ℓ/∂A = Σ_{t,b} G Δ_t; ∂ℓ/∂h0 = Ā_0 g_0.
+    """
+
+    @staticmethod
+    def forward(ctx, delta, du, A, B, C, h0):
+        H = torch.empty((delta.shape[0],) + h0.shape, dtype=h0.dtype, device=h0.device)
+        y = torch.empty_like(du)
+        h = h0
+        for t in range(delta.shape[0]):
+            a = torch.exp(delta[t][:, :, None] * A)                       # Ā_t (b, d, n)
+            h = torch.addcmul(du[t][:, :, None] * B[t][:, None, :], a, h, out=H[t])
+            torch.bmm(h, C[t][:, :, None], out=y[t][:, :, None])          # y_t = h_t C_t
+        ctx.save_for_backward(delta, du, A, B, C, h0, H)
+        return y, H[-1].clone()
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, gy, gh_last):
+        delta, du, A, B, C, h0, H = ctx.saved_tensors
+        g = torch.zeros_like(h0) if gh_last is None else gh_last.clone()
+        gy = torch.zeros_like(du) if gy is None else gy.contiguous()
+        g_delta, g_du = torch.empty_like(delta), torch.empty_like(du)
+        gB, gC, gA = torch.empty_like(B), torch.empty_like(C), torch.zeros_like(A)
+        for t in range(delta.shape[0] - 1, -1, -1):
+            g.baddbmm_(gy[t][:, :, None], C[t][:, None, :])               # + gy_t C_tᵀ
+            torch.bmm(H[t].transpose(1, 2), gy[t][:, :, None], out=gC[t][:, :, None])
+            torch.bmm(g, B[t][:, :, None], out=g_du[t][:, :, None])
+            torch.bmm(g.transpose(1, 2), du[t][:, :, None], out=gB[t][:, :, None])
+            a = torch.exp(delta[t][:, :, None] * A)
+            G = g * (H[t - 1] if t else h0) * a                              # ∂ℓ/∂(Δ_t A)
+            torch.sum(G * A, -1, out=g_delta[t])
+            gA.add_(torch.einsum("bdn,bd->dn", G, delta[t]))
+            g.mul_(a)                                                        # → ∂ℓ/∂h_{t−1}
+        return g_delta, g_du, gA, gB, gC, g
+
+
 def selective_scan(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor,
                    C: torch.Tensor, D: torch.Tensor | None = None, z: torch.Tensor | None = None,
                    *, delta_bias: torch.Tensor | None = None, delta_softplus: bool = False,
                    h0: torch.Tensor | None = None, return_last_state: bool = False,
-                   scan: str = "sequential"):
+                   scan: str = "fused"):
     """The selective SSM of the module docstring, as mamba's ``selective_scan_ref``.
 
     u, delta: (b, d, l); A: (d, n) real (negative for a stable, decaying state); B, C: (b, n, l);
     D: (d,) skip; z: (b, d, l) gate, y ← y ⊙ SiLU(z); delta_bias: (d,) added to Δ before the
     optional softplus; h0: (b, d, n) state before the first step (default zeros); scan:
-    "sequential" (:func:`ssm.scan.sequential_scan`) or "parallel"
-    (:func:`ssm.scan.parallel_scan`). Returns y (b, d, l), and with ``return_last_state`` also
-    h_{l−1} (b, d, n).
+    "fused" (one loop over time for the whole selective SSM, with its hand-written backward:
+    the fastest on a CPU), "sequential" (:func:`ssm.scan.sequential_scan` over materialised
+    Ā, B̄u) or "parallel" (:func:`ssm.scan.parallel_scan`). Returns y (b, d, l), and with
+    ``return_last_state`` also h_{l−1} (b, d, n).
     """
     u = _float("u", u, (None, None, None))
     b, d, length = u.shape
@@ -86,17 +133,23 @@ def selective_scan(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: tor
         delta = F.softplus(delta)
     if h0 is not None:
         h0 = _float("h0", h0, (b, d, n))
-    # time first, (l, b, d, n) contiguous: each step of the scan is one block of memory
-    a = torch.exp(delta.permute(2, 0, 1)[..., None] * A)                 # Ā_t = exp(Δ_t A)
-    bu = (delta * u).permute(2, 0, 1)[..., None] * B.permute(2, 0, 1)[:, :, None, :]
-    run = parallel_scan if scan == "parallel" else sequential_scan        # B̄_t u_t = Δ_t B_t u_t
-    h = run(a, bu, h0, dim=0)                                             # (l, b, d, n)
-    y = torch.einsum("lbdn,bnl->bdl", h, C)                               # C_t · h_t
+    if scan == "fused":
+        h0 = u.new_zeros(b, d, n) if h0 is None else h0
+        y, h_last = _FusedSelectiveScan.apply(
+            *(x.permute(2, 0, 1).contiguous() for x in (delta, delta * u)), A,
+            *(x.permute(2, 0, 1).contiguous() for x in (B, C)), h0)
+        y = y.permute(1, 2, 0)
+    else:   # time first, (l, b, d, n) contiguous: each step of the scan is one block of memory
+        a = torch.exp(delta.permute(2, 0, 1)[..., None] * A)             # Ā_t = exp(Δ_t A)
+        bu = (delta * u).permute(2, 0, 1)[..., None] * B.permute(2, 0, 1)[:, :, None, :]
+        run = parallel_scan if scan == "parallel" else sequential_scan    # B̄_t u_t = Δ_t B_t u_t
+        h = run(a, bu, h0, dim=0)                                         # (l, b, d, n)
+        y, h_last = torch.einsum("lbdn,bnl->bdl", h, C), h[-1]           # y_t = C_t · h_t
     if D is not None:
         y = y + u * _float("D", D, (d,))[:, None]
     if z is not None:
         y = y * F.silu(_float("z", z, (b, d, length)))
-    return (y, h[-1]) if return_last_state else y
+    return (y, h_last) if return_last_state else y
 
 
 class SelectiveSSM(nn.Module):
@@ -109,7 +162,7 @@ class SelectiveSSM(nn.Module):
     """
 
     def __init__(self, d_inner: int, d_state: int = 16, dt_rank: int | None = None, *,
-                 dt_min: float = 1e-3, dt_max: float = 1e-1, scan: str = "sequential"):
+                 dt_min: float = 1e-3, dt_max: float = 1e-1, scan: str = "fused"):
         super().__init__()
         self.d_inner = check_int("d_inner", d_inner, minimum=1)
         self.d_state = check_int("d_state", d_state, minimum=1)
@@ -159,14 +212,14 @@ class MambaBlock(nn.Module):
     """x (B, L, d_model) → x + Mixer(RMSNorm(x)), the Mixer as in the module docstring.
 
     d_state N (16), d_conv (4, the causal conv's width), expand E (2: d_inner = E·d_model),
-    dt_rank (default ⌈d_model / 16⌉, mamba's "auto"), scan ("sequential" or "parallel", see
-    :func:`selective_scan`).
+    dt_rank (default ⌈d_model / 16⌉, mamba's "auto"), scan ("fused", "sequential" or
+    "parallel", see :func:`selective_scan`).
     The state for :meth:`forward_with_state` and :meth:`step` is the pair
     (conv (B, d_inner, d_conv − 1): the last conv inputs, h (B, d_inner, d_state)).
     """
 
     def __init__(self, d_model: int, d_state: int = 16, d_conv: int = 4, expand: int = 2, *,
-                 dt_rank: int | None = None, scan: str = "sequential"):
+                 dt_rank: int | None = None, scan: str = "fused"):
         super().__init__()
         self.d_model = check_int("d_model", d_model, minimum=1)
         self.d_conv = check_int("d_conv", d_conv, minimum=1)
@@ -253,7 +306,7 @@ class MambaLM(nn.Module):
     block_size = None  # unbounded context: the state summarises the prefix
 
     def __init__(self, vocab_size: int, d_model: int, n_layers: int, d_state: int = 16,
-                 d_conv: int = 4, expand: int = 2, *, scan: str = "sequential"):
+                 d_conv: int = 4, expand: int = 2, *, scan: str = "fused"):
         super().__init__()
         self.vocab_size = check_int("vocab_size", vocab_size, minimum=2)
         self.d_model = check_int("d_model", d_model, minimum=1)

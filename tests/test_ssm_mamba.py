@@ -18,7 +18,7 @@ from ssm import MambaBlock, MambaCache, MambaLM, SelectiveSSM, selective_scan
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 F64 = torch.float64
-SCANS = ("sequential", "parallel")
+SCANS = ("fused", "sequential", "parallel")
 
 
 def rand(*shape, seed=0, low=-1.0, high=1.0):
@@ -113,7 +113,7 @@ def test_state_continuation_and_gradcheck(scan):
         (*small.values(), D, z, h0))
 
 
-def block(scan="sequential", d=8, seed=0, **kw):
+def block(scan="fused", d=8, seed=0, **kw):
     torch.manual_seed(seed)
     return MambaBlock(d, d_state=4, scan=scan, **kw).double()
 
@@ -133,8 +133,8 @@ def test_block_step_equals_the_full_pass_and_chunks():
     y4, s4 = m.forward_with_state(x[:, 7:], m.step(x[:, 6], s)[1])
     assert torch.allclose(torch.cat([y1, y2, y3[:, None], y4], 1), full, atol=1e-12)
     assert s4[0].shape == (2, 16, 3) and s4[1].shape == (2, 16, 4)   # (conv window, h)
-    p = block("parallel")
-    assert torch.allclose(p(x), full, atol=1e-12)                    # same weights (same seed)
+    for scan in ("sequential", "parallel"):                          # same weights (same seed)
+        assert torch.allclose(block(scan)(x), full, atol=1e-12)
     for k in (1, 2):                                                 # narrow conv windows too
         mk = block(d_conv=k)
         st_, outs = None, []
@@ -160,7 +160,7 @@ def test_block_is_causal_and_its_ssm_initialisation_is_mambas():
     assert m.ssm.dt_rank == 1 and MambaBlock(48).ssm.dt_rank == 3   # ⌈d_model / 16⌉
 
 
-def lm(scan="sequential", seed=0, vocab=11, d=16, layers=2):
+def lm(scan="fused", seed=0, vocab=11, d=16, layers=2):
     torch.manual_seed(seed)
     return MambaLM(vocab, d, layers, d_state=4, scan=scan).double()
 
@@ -182,13 +182,25 @@ def test_lm_protocol_cache_equals_rerunning():
     m(idx[:, :5], cache=cache)
     sizes.append(sum(s.numel() for st_ in cache.states for s in st_))
     assert sizes[0] == sizes[1] == 2 * 3 * 32 * (3 + 4)              # O(1) in the length
-    assert torch.allclose(lm("parallel")(idx), full, atol=1e-12)
+    for scan in ("sequential", "parallel"):
+        assert torch.allclose(lm(scan)(idx), full, atol=1e-12)
     # out-projections scaled by 1/sqrt(n_layers) at initialisation
     torch.manual_seed(0)
     one = MambaLM(11, 16, 1, d_state=4)
     torch.manual_seed(0)
     four = MambaLM(11, 16, 4, d_state=4)
     assert torch.allclose(four.layers[0].out_proj.weight * 2, one.layers[0].out_proj.weight)
+
+
+def test_fused_gradients_equal_autograd_through_the_scans():
+    idx = torch.randint(11, (2, 9), generator=torch.Generator().manual_seed(4))
+    grads = {}
+    for scan in SCANS:
+        m = lm(scan)
+        torch.nn.functional.cross_entropy(m(idx).flatten(0, 1), idx.flatten()).backward()
+        grads[scan] = [p.grad for p in m.parameters()]
+    for scan in ("sequential", "parallel"):
+        assert all(torch.allclose(g, f, atol=1e-12) for g, f in zip(grads[scan], grads["fused"]))
 
 
 def test_generate_with_the_cache_equals_without():
@@ -251,6 +263,8 @@ def test_bad_input():
         selective_scan(**x, h0=rand(2, 3, 5))
     with pytest.raises(ValueError, match="scan must be one of"):
         selective_scan(**x, scan="cuda")
+    with pytest.raises(ValueError, match="scan must be one of"):
+        MambaLM(11, 16, 1, scan="cuda")
     with pytest.raises(ValueError, match="d_inner must be"):
         SelectiveSSM(0)
     with pytest.raises(ValueError, match="dt_min <= dt_max"):
