@@ -131,3 +131,9 @@ def test_ignored_targets_are_left_out_of_the_mean():
     masked[:, :3] = IGNORE
     expected = torch.nn.functional.cross_entropy(logits[:, 3:].flatten(0, 1), y[:, 3:].flatten())
     torch.testing.assert_close(lm_loss(logits, masked), expected)
+
+
+def test_ignore_is_the_data_tasks_unscored_value():
+    from autoregressive import IGNORE
+    from utils.data import IGNORE as DATA_IGNORE
+    assert IGNORE == DATA_IGNORE == -100

@@ -12,6 +12,8 @@
   byte-level :class:`BPETokenizer` (GPT-2's scheme, trained by our own code, with
   :func:`pretokenize`); :func:`sequence_batches`, a stateless sampler of next-token windows
   ``(x, y)`` from a token stream.
+- :func:`selective_copying`, :func:`induction_heads`: the Mamba paper's synthetic tasks, with
+  :func:`task_batches` (a fresh stateless batch per step) and :func:`answer_accuracy`.
 
 Nothing here downloads at import time or unless called with ``download=True``.
 """
@@ -28,6 +30,16 @@ from utils.data.drawn_shapes import (
 )
 from utils.data.handwritten_digits import DIGITS_SPLITS, digits
 from utils.data.minibatches import Batches, batches, epoch_permutation
+from utils.data.sequence_tasks import (
+    IGNORE,
+    TASKS,
+    SequenceTask,
+    TaskBatches,
+    answer_accuracy,
+    induction_heads,
+    selective_copying,
+    task_batches,
+)
 from utils.data.text import (
     TEXT_CORPORA,
     TEXT_SPLITS,
@@ -54,8 +66,10 @@ __all__ = [
     "COLOUR_RGB",
     "DIGITS_SPLITS",
     "FASHION_MNIST_CLASSES",
+    "IGNORE",
     "SCALE_NAMES",
     "SHAPE_NAMES",
+    "TASKS",
     "TEXT_CORPORA",
     "TEXT_SPLITS",
     "TINYSHAKESPEARE_URL",
@@ -65,17 +79,23 @@ __all__ = [
     "CharTokenizer",
     "LabelledImages",
     "SequenceBatches",
+    "SequenceTask",
     "ShapesData",
+    "TaskBatches",
+    "answer_accuracy",
     "batches",
     "cifar10",
     "data_root",
     "digits",
     "epoch_permutation",
     "fashion_mnist",
+    "induction_heads",
     "mnist",
     "pretokenize",
+    "selective_copying",
     "sequence_batches",
     "shapes",
+    "task_batches",
     "text_corpus",
     "toy2d",
     "toy2d_log_prob",
