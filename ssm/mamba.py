@@ -62,7 +62,10 @@ def _float(name: str, x: object, shape: tuple) -> torch.Tensor:
 class _FusedSelectiveScan(torch.autograd.Function):
     """The whole selective scan in one loop over time, with its hand-written backward (the
     structure of mamba's CUDA kernel, in PyTorch): each step touches one (b, d, n) block, which
-    stays in cache, instead of materialising Ā and B̄u for all l steps.
+    stays in cache, instead of materialising Ā and B̄u for all l steps. The products with B, C
+    are written as multiply-and-sum, not as batched matrix-vector products: on a CPU ``bmm``
+    with a vector is the slower of the two (fwd + bwd 188 vs 123 ms at l = 72, b = 64, d = 128,
+    n = 16, 2 threads).
 
     Inputs time-major: delta, du = Δ ⊙ u (l, b, d); A (d, n); B, C (l, b, n); h0 (b, d, n).
     Forward: h_t = exp(Δ_t A) h_{t−1} + du_t B_t, y_t = h_t C_t (all h_t kept for the backward).
@@ -79,7 +82,7 @@ class _FusedSelectiveScan(torch.autograd.Function):
         for t in range(delta.shape[0]):
             a = torch.exp(delta[t][:, :, None] * A)                       # Ā_t (b, d, n)
             h = torch.addcmul(du[t][:, :, None] * B[t][:, None, :], a, h, out=H[t])
-            torch.bmm(h, C[t][:, :, None], out=y[t][:, :, None])          # y_t = h_t C_t
+            torch.sum(h * C[t][:, None, :], -1, out=y[t])                 # y_t = h_t C_t
         ctx.save_for_backward(delta, du, A, B, C, h0, H)
         return y, H[-1].clone()
 
@@ -92,14 +95,14 @@ class _FusedSelectiveScan(torch.autograd.Function):
         g_delta, g_du = torch.empty_like(delta), torch.empty_like(du)
         gB, gC, gA = torch.empty_like(B), torch.empty_like(C), torch.zeros_like(A)
         for t in range(delta.shape[0] - 1, -1, -1):
-            g.baddbmm_(gy[t][:, :, None], C[t][:, None, :])               # + gy_t C_tᵀ
-            torch.bmm(H[t].transpose(1, 2), gy[t][:, :, None], out=gC[t][:, :, None])
-            torch.bmm(g, B[t][:, :, None], out=g_du[t][:, :, None])
-            torch.bmm(g.transpose(1, 2), du[t][:, :, None], out=gB[t][:, :, None])
+            g.addcmul_(gy[t][:, :, None], C[t][:, None, :])               # + gy_t C_tᵀ
+            torch.sum(H[t] * gy[t][:, :, None], 1, out=gC[t])
+            torch.sum(g * B[t][:, None, :], -1, out=g_du[t])
+            torch.sum(g * du[t][:, :, None], 1, out=gB[t])
             a = torch.exp(delta[t][:, :, None] * A)
             G = g * (H[t - 1] if t else h0) * a                              # ∂ℓ/∂(Δ_t A)
             torch.sum(G * A, -1, out=g_delta[t])
-            gA.add_(torch.einsum("bdn,bd->dn", G, delta[t]))
+            gA.add_((G * delta[t][:, :, None]).sum(0))
             g.mul_(a)                                                        # → ∂ℓ/∂h_{t−1}
         return g_delta, g_du, gA, gB, gC, g
 
