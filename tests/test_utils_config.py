@@ -1,5 +1,6 @@
 """Tests for utils.config: profiles, device, seeding."""
 
+import platform
 import random
 
 import numpy as np
@@ -7,6 +8,7 @@ import pytest
 import torch
 
 from utils import Config, active_profile, device, profile, seed_everything
+from utils.config import keep_freed_memory
 
 
 @pytest.mark.parametrize("name, expected", [("tiny", 1), ("cpu", 2), ("gpu", 3), (" CPU ", 2)])
@@ -90,3 +92,14 @@ def test_seed_everything_repeats_all_three_generators():
 def test_seed_everything_bad_input(seed):
     with pytest.raises(ValueError, match="seed"):
         seed_everything(seed)
+
+
+def test_keep_freed_memory_takes_effect_on_glibc_and_rejects_bad_limits():
+    applied = keep_freed_memory()
+    assert isinstance(applied, bool)
+    if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
+        assert applied
+    assert keep_freed_memory() == applied            # idempotent
+    for bad in (0, -1, 2**31, 1.5, True, "1"):
+        with pytest.raises(ValueError, match="limit_bytes"):
+            keep_freed_memory(bad)

@@ -12,6 +12,8 @@ is ``gpu`` when CUDA is available, else ``cpu``.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import os
 import random
 from typing import Any
@@ -19,7 +21,8 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["PROFILES", "Config", "active_profile", "device", "profile", "seed_everything"]
+__all__ = ["PROFILES", "Config", "active_profile", "device", "keep_freed_memory", "profile",
+           "seed_everything"]
 
 PROFILES = ("tiny", "cpu", "gpu")
 ENV_VAR = "DGM_PROFILE"
@@ -94,6 +97,33 @@ def device() -> torch.device:
         raise ValueError(f"{DEVICE_ENV_VAR}={raw!r} but this machine has "
                          f"{torch.cuda.device_count()} CUDA device(s)")
     return dev
+
+
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3     # glibc's mallopt parameters (malloc.h)
+
+
+def keep_freed_memory(limit_bytes: int = 1 << 30) -> bool:
+    """Let the C allocator keep freed blocks of up to ``limit_bytes`` for reuse (glibc only).
+
+    Training allocates the same large buffers at every step. glibc serves a block above its mmap
+    threshold (at most 32 MiB by default) with a fresh ``mmap`` and gives it back to the system
+    on ``free``, so every step faults the same pages in again; in a virtual machine that is slow
+    (the Mamba block's 38 MB scan states: a training step 1.1-1.3× slower, measured by
+    ``tests/benchmarks/test_bench_allocator.py``). This raises the mmap and trim thresholds to
+    ``limit_bytes`` so that freed blocks stay in the heap. Called by :func:`utils.training.fit`
+    on the CPU; the process keeps its peak heap until exit. Returns whether it took effect
+    (``False`` where the C library is not glibc).
+    """
+    if not isinstance(limit_bytes, int) or isinstance(limit_bytes, bool) \
+            or not 0 < limit_bytes < 2**31:
+        raise ValueError(f"limit_bytes must be an int in (0, 2**31), got {limit_bytes!r}")
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    return bool(mallopt(_M_MMAP_THRESHOLD, limit_bytes)) \
+        and bool(mallopt(_M_TRIM_THRESHOLD, limit_bytes))
 
 
 def seed_everything(seed: int) -> None:

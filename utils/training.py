@@ -43,6 +43,7 @@ from torch import nn
 from tqdm import tqdm  # the text bar: it renders in terminals, Jupyter and the HTML book alike
 
 from utils.config import device as default_device
+from utils.config import keep_freed_memory
 from utils.validation import check_int
 
 __all__ = [
@@ -357,6 +358,8 @@ def fit(step: Callable[[Any], Mapping[str, float]],
     optim_dict = _named(optimizers, "optimizer", "optimizers")
     sched_dict = _named(schedulers, "scheduler", "schedulers")
     dev = torch.device(device) if device is not None else default_device()
+    if dev.type == "cpu":
+        keep_freed_memory()          # the same large buffers every step: reuse, don't re-fault
     for m in model_dict.values():
         m.to(dev).train()
     ema = {k: EMA(m, ema_decay) for k, m in model_dict.items()} if ema_decay is not None else {}
