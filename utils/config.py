@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import os
 import random
 from typing import Any
@@ -117,13 +118,18 @@ def keep_freed_memory(limit_bytes: int = 1 << 30) -> bool:
     if not isinstance(limit_bytes, int) or isinstance(limit_bytes, bool) \
             or not 0 < limit_bytes < 2**31:
         raise ValueError(f"limit_bytes must be an int in (0, 2**31), got {limit_bytes!r}")
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
-        return False
-    return bool(mallopt(_M_MMAP_THRESHOLD, limit_bytes)) \
+    mallopt = _mallopt()
+    return mallopt is not None and bool(mallopt(_M_MMAP_THRESHOLD, limit_bytes)) \
         and bool(mallopt(_M_TRIM_THRESHOLD, limit_bytes))
+
+
+@functools.cache
+def _mallopt():
+    """glibc's ``mallopt``, or None; looked up once (``find_library`` reads the linker cache)."""
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt
+    except (OSError, AttributeError):
+        return None
 
 
 def seed_everything(seed: int) -> None:
