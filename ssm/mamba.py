@@ -189,6 +189,10 @@ class SelectiveSSM(nn.Module):
         dt, B, C = self.x_proj(x).split([self.dt_rank, self.d_state, self.d_state], dim=-1)
         return dt @ self.dt_proj.weight.T, B, C        # Δ before its bias and softplus
 
+    def delta(self, x: torch.Tensor) -> torch.Tensor:
+        """The step Δ = softplus(W_Δ x + b_Δ) (..., d_inner) for inputs x (..., d_inner)."""
+        return F.softplus(self._dt_B_C(x)[0] + self.dt_proj.bias)
+
     def forward(self, x: torch.Tensor, z: torch.Tensor | None = None,
                 h0: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """x, z: (B, L, d_inner); h0: (B, d_inner, d_state). Returns y (B, L, d_inner) and the

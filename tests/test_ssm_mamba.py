@@ -299,3 +299,15 @@ def test_bad_input():
         MambaLM(11, 16, 0)
     with pytest.raises(ValueError, match="batch_size must be"):
         model.init_cache(0)
+
+
+def test_delta_is_the_step_the_recurrence_uses():
+    # one token through step() with h = 0 and B, C as computed: h_1 = Δ B u, so y − D u = Δ u (B·C)
+    torch.manual_seed(0)
+    ssm = SelectiveSSM(8, d_state=4)
+    x = torch.randn(3, 8)
+    delta = ssm.delta(x)
+    assert delta.shape == (3, 8) and bool((delta > 0).all())
+    _, B, C = ssm.x_proj(x).split([ssm.dt_rank, 4, 4], dim=-1)
+    y, _ = ssm.step(x, torch.zeros(3, 8, 4))
+    torch.testing.assert_close(y - ssm.D * x, delta * x * (B * C).sum(-1, keepdim=True))
