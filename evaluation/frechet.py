@@ -30,11 +30,16 @@ biased upwards (the plug-in covariances are noisy), so compare FIDs only at equa
 
 from __future__ import annotations
 
+import warnings
+
+import numpy as np
+import scipy.linalg
 import torch
 
 from utils.validation import check_positive, shape_of
 
-__all__ = ["feature_statistics", "frechet_distance", "frechet_distance_from_features"]
+__all__ = ["feature_statistics", "frechet_distance", "frechet_distance_from_features",
+           "frechet_distance_sqrtm"]
 
 
 def _default_rtol(dtype: torch.dtype) -> float:
@@ -169,3 +174,53 @@ def frechet_distance_from_features(f1: torch.Tensor, f2: torch.Tensor) -> torch.
     mu1, S1 = feature_statistics(f1)
     mu2, S2 = feature_statistics(f2)
     return frechet_distance(mu1, S1, mu2, S2)
+
+
+def frechet_distance_sqrtm(mu1: torch.Tensor, S1: torch.Tensor, mu2: torch.Tensor,
+                           S2: torch.Tensor, *, dtype: torch.dtype = torch.float64,
+                           eps: float = 1e-6) -> float:
+    """The common recipe (TTUR's and pytorch-fid's ``calculate_frechet_distance``), for
+    comparison: d² = ‖mu1 − mu2‖² + tr S1 + tr S2 − 2 tr sqrtm(S1 S2), in ``dtype``.
+
+    ``scipy.linalg.sqrtm`` of the non-symmetric product S1 S2 (computed in ``dtype``: float32
+    inputs give a float32 Schur decomposition). The usual guards: if the square root is not
+    finite (a singular product), eps·I is added to both covariances and it is taken again; a
+    complex result whose diagonal has imaginary parts above 1e-3 is an error, smaller ones are
+    dropped. Use :func:`frechet_distance` for results; this exists to measure how the recipe
+    and its precision move the number.
+
+    Args:
+        mu1, mu2: (D,); S1, S2: (D, D) covariances (tensors, any float dtype; CPU copies made).
+        dtype: torch.float64 or torch.float32, the precision of the whole computation.
+        eps: the diagonal offset of the guard, > 0.
+
+    Returns:
+        d2 as a Python float (it can come out slightly negative in float32).
+    """
+    for name, mu, S in (("1", mu1, S1), ("2", mu2, S2)):
+        _check_gaussian(name, mu, S)
+        if mu.ndim != 1:
+            raise ValueError(f"mu{name} must have shape (D,) (no batch), got {tuple(mu.shape)}")
+    if mu1.shape != mu2.shape:
+        raise ValueError(f"mu1 and mu2 must have the same shape, got {tuple(mu1.shape)} and "
+                         f"{tuple(mu2.shape)}")
+    if dtype not in (torch.float32, torch.float64):
+        raise ValueError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
+    eps = check_positive("eps", eps)
+    np_dtype = np.float64 if dtype == torch.float64 else np.float32
+    m1, m2, c1, c2 = (t.detach().cpu().double().numpy().astype(np_dtype)
+                      for t in (mu1, mu2, S1, S2))
+    with warnings.catch_warnings():  # a singular product warns; the guard below handles it
+        warnings.simplefilter("ignore", scipy.linalg.LinAlgWarning)
+        covmean = scipy.linalg.sqrtm(c1 @ c2)
+        if not np.isfinite(covmean).all():  # singular product: regularise both covariances
+            offset = np.eye(len(m1), dtype=np_dtype) * np_dtype(eps)
+            covmean = scipy.linalg.sqrtm((c1 + offset) @ (c2 + offset))
+    if np.iscomplexobj(covmean):
+        imag = float(np.abs(np.diagonal(covmean).imag).max())
+        if imag > 1e-3:
+            raise ValueError(f"sqrtm(S1 S2) has imaginary diagonal parts up to {imag:.3g}; the "
+                             f"covariances are not PSD or are too ill-conditioned")
+        covmean = covmean.real
+    diff = m1 - m2
+    return float(diff @ diff + np.trace(c1) + np.trace(c2) - 2 * np.trace(covmean))

@@ -31,7 +31,8 @@ from tqdm import tqdm
 
 from utils.validation import check_positive
 
-__all__ = ["PermutationTest", "gaussian_kernel", "median_heuristic", "mmd2", "permutation_test"]
+__all__ = ["PermutationTest", "gaussian_kernel", "median_heuristic", "mmd2", "mmd2_from_kernels",
+           "permutation_test"]
 
 
 def _check_samples(x: object, y: object, min_n: int = 2) -> None:
@@ -83,10 +84,23 @@ def mmd2(x: torch.Tensor, y: torch.Tensor, bandwidth: float | None = None) -> to
     """
     _check_samples(x, y)
     h = median_heuristic(x, y) if bandwidth is None else check_positive("bandwidth", bandwidth)
-    m, n = len(x), len(y)
-    k_xx = gaussian_kernel(x, x, h)
-    k_yy = gaussian_kernel(y, y, h)
-    k_xy = gaussian_kernel(x, y, h)
+    return mmd2_from_kernels(gaussian_kernel(x, x, h), gaussian_kernel(y, y, h),
+                             gaussian_kernel(x, y, h))
+
+
+def mmd2_from_kernels(k_xx: torch.Tensor, k_yy: torch.Tensor, k_xy: torch.Tensor) -> torch.Tensor:
+    """The unbiased MMD²_u from kernel matrices ``k_xx: (M, M)``, ``k_yy: (N, N)``, ``k_xy: (M, N)``
+    (M, N ≥ 2) for any kernel: the U-statistic above (diagonals of k_xx and k_yy left out). A 0-d
+    tensor, differentiable. ``evaluation.kid`` calls it with a polynomial kernel.
+    """
+    ok = all(isinstance(k, torch.Tensor) and k.ndim == 2 for k in (k_xx, k_yy, k_xy))
+    if not ok or k_xx.shape[0] != k_xx.shape[1] or k_yy.shape[0] != k_yy.shape[1] \
+            or k_xy.shape != (k_xx.shape[0], k_yy.shape[0]) or min(k_xy.shape) < 2:
+        got = [tuple(k.shape) if isinstance(k, torch.Tensor) else type(k).__name__
+               for k in (k_xx, k_yy, k_xy)]
+        raise ValueError(f"expected kernel matrices k_xx (M, M), k_yy (N, N), k_xy (M, N) with "
+                         f"M, N >= 2, got {got}")
+    m, n = k_xy.shape
     s_xx = k_xx.sum() - k_xx.diagonal().sum()  # Σ_{i≠j}
     s_yy = k_yy.sum() - k_yy.diagonal().sum()
     return s_xx / (m * (m - 1)) + s_yy / (n * (n - 1)) - 2 * k_xy.sum() / (m * n)

@@ -10,7 +10,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from divergences import gaussian_w2
-from evaluation import feature_statistics, frechet_distance, frechet_distance_from_features
+from evaluation import (
+    feature_statistics,
+    frechet_distance,
+    frechet_distance_from_features,
+    frechet_distance_sqrtm,
+)
 
 
 def random_gaussian(gen, D, rank=None, dtype=torch.float64):
@@ -18,13 +23,6 @@ def random_gaussian(gen, D, rank=None, dtype=torch.float64):
     A = torch.randn(D, D if rank is None else rank, generator=gen, dtype=torch.float64)
     mu = torch.randn(D, generator=gen, dtype=torch.float64)
     return mu.to(dtype), (A @ A.T).to(dtype)
-
-
-def scipy_frechet(mu1, S1, mu2, S2):
-    """The usual recipe (pytorch-fid / TTUR): sqrtm of the non-symmetric S1 S2, real part."""
-    mu1, S1, mu2, S2 = (t.double().numpy() for t in (mu1, S1, mu2, S2))
-    covmean = scipy.linalg.sqrtm(S1 @ S2)
-    return float(np.sum((mu1 - mu2) ** 2) + np.trace(S1 + S2 - 2 * covmean.real))
 
 
 def orthogonal(gen, D):
@@ -39,7 +37,7 @@ def test_matches_scipy_sqrtm(D):
     mu2, S2 = random_gaussian(gen, D)
     d2 = frechet_distance(mu1, S1, mu2, S2)
     assert d2.dtype == torch.float64 and d2.shape == ()
-    expected = scipy_frechet(mu1, S1, mu2, S2)
+    expected = frechet_distance_sqrtm(mu1, S1, mu2, S2)
     assert float(d2) == pytest.approx(expected, rel=1e-9, abs=1e-9 * float(S1.trace() + S2.trace()))
     # the symmetric form (S1^{1/2} S2 S1^{1/2})^{1/2} of the same trace, also via scipy
     R = scipy.linalg.sqrtm(S1.numpy()).real
@@ -156,7 +154,7 @@ def test_from_features_matches_numpy_statistics():
     np.testing.assert_allclose(mu1.numpy(), f1.double().numpy().mean(0), rtol=1e-12)
     mu2, S2 = feature_statistics(f2)
     d2 = frechet_distance_from_features(f1, f2)
-    assert float(d2) == pytest.approx(scipy_frechet(mu1, S1, mu2, S2), rel=1e-9)
+    assert float(d2) == pytest.approx(frechet_distance_sqrtm(mu1, S1, mu2, S2), rel=1e-9)
 
 
 def test_from_features_translation_rotation_and_fewer_samples_than_features():
@@ -239,3 +237,53 @@ def test_from_features_bad_input(f1, f2, match):
 def test_feature_statistics_bad_input(f, match):
     with pytest.raises(ValueError, match=match):
         feature_statistics(f)
+
+
+def test_sqrtm_recipe_is_the_textbook_formula_on_a_small_case():
+    # 1-D: d² = (m1 − m2)² + s1 + s2 − 2 √(s1 s2) = (m1 − m2)² + (√s1 − √s2)², exactly
+    d2 = frechet_distance_sqrtm(torch.tensor([1.0]), torch.tensor([[4.0]]), torch.tensor([-2.0]),
+                                torch.tensor([[9.0]]))
+    assert d2 == pytest.approx(9.0 + 1.0, rel=1e-12)
+
+
+def test_sqrtm_recipe_guard_regularises_a_singular_product():
+    # rank-1 covariances with orthogonal ranges: S1 S2 = 0, whose sqrtm is singular (scipy may
+    # return non-finite values); the guard's eps·I keeps the result finite and close to the
+    # exact d² = tr S1 + tr S2 (the square-root term is 0)
+    S1 = torch.diag(torch.tensor([1.0, 0.0], dtype=torch.float64))
+    S2 = torch.diag(torch.tensor([0.0, 2.0], dtype=torch.float64))
+    mu = torch.zeros(2, dtype=torch.float64)
+    d2 = frechet_distance_sqrtm(mu, S1, mu, S2)
+    assert math.isfinite(d2) and d2 == pytest.approx(3.0, abs=1e-2)
+    assert float(frechet_distance(mu, S1, mu, S2)) == pytest.approx(3.0, rel=1e-12)
+
+
+def test_sqrtm_recipe_in_float32_loses_digits_that_float64_keeps():
+    # two near-equal, well-conditioned 64-D Gaussians: d² ≈ 1e-5 is a difference of traces near
+    # 256, so float32's rounding (about 1e-7 of each trace, times D terms) swamps it (here even
+    # its sign), while float64 keeps it to 1e-12 of the trace
+    gen = torch.Generator().manual_seed(0)
+    D = 64
+    A = torch.randn(D, D, generator=gen, dtype=torch.float64)
+    S = A @ A.T / D + torch.eye(D, dtype=torch.float64)
+    S2 = S + 1e-3 * torch.eye(D, dtype=torch.float64)
+    mu = torch.zeros(D, dtype=torch.float64)
+    exact = float(frechet_distance(mu, S, mu, S2))
+    d64 = frechet_distance_sqrtm(mu, S, mu, S2)
+    d32 = frechet_distance_sqrtm(mu, S, mu, S2, dtype=torch.float32)
+    assert abs(d64 - exact) < 1e-12 * float(S.trace())
+    assert abs(d32 - exact) > 0.5 * abs(exact)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(dtype=torch.float16), "float32 or torch.float64"),
+    (dict(eps=0.0), "eps"),
+])
+def test_sqrtm_recipe_bad_input(kwargs, match):
+    mu, S = torch.zeros(2), torch.eye(2)
+    with pytest.raises(ValueError, match=match):
+        frechet_distance_sqrtm(mu, S, mu, S, **kwargs)
+    with pytest.raises(ValueError, match="no batch"):
+        frechet_distance_sqrtm(mu[None], S[None], mu[None], S[None])
+    with pytest.raises(ValueError, match="same shape"):
+        frechet_distance_sqrtm(mu, S, torch.zeros(3), torch.eye(3))
