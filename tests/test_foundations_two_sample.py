@@ -170,3 +170,15 @@ def test_value_errors():
         with pytest.raises(ValueError):
             call()
             pytest.fail(f"case {i} raised nothing")
+
+
+def test_mmd2_from_kernels_bad_input():
+    from foundations import mmd2_from_kernels
+
+    k = torch.ones(3, 3)
+    with pytest.raises(ValueError, match="kernel matrices"):
+        mmd2_from_kernels(k, k, torch.ones(3, 4))
+    with pytest.raises(ValueError, match="kernel matrices"):
+        mmd2_from_kernels(torch.ones(1, 1), k, torch.ones(1, 3))
+    with pytest.raises(ValueError, match="kernel matrices"):
+        mmd2_from_kernels(k, k, [[1.0]])
