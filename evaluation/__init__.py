@@ -7,13 +7,14 @@ package, hence the aliases.)
 """
 
 from evaluation import digits_classifier as _digits_classifier
+from evaluation import domain_adaptation, frechet, sample_metrics, teacher_forcing
 from evaluation import editing as _editing
 from evaluation import fid as _fid
-from evaluation import frechet, sample_metrics, teacher_forcing
 from evaluation import inversion as _inversion
 from evaluation import latent_encoder as _latent_encoder
 from evaluation import mode_coverage as _mode_coverage
 from evaluation.digits_classifier import *  # noqa: F403
+from evaluation.domain_adaptation import *  # noqa: F403
 from evaluation.editing import *  # noqa: F403
 from evaluation.fid import *  # noqa: F403
 from evaluation.frechet import *  # noqa: F403
@@ -25,4 +26,5 @@ from evaluation.teacher_forcing import *  # noqa: F403
 
 __all__ = [*_mode_coverage.__all__, *frechet.__all__, *_digits_classifier.__all__,
            *_inversion.__all__, *_latent_encoder.__all__, *_editing.__all__, *_fid.__all__,
-           *sample_metrics.__all__, *teacher_forcing.__all__]
+           *sample_metrics.__all__, *domain_adaptation.__all__,
+           *teacher_forcing.__all__]
