@@ -262,14 +262,16 @@ def adaptation_step(model: DomainAdaptationNet, optimizer: torch.optim.Optimizer
 
 
 def proxy_a_distance(h_s: torch.Tensor, h_t: torch.Tensor, *, l2: float = 1e-3,
-                     seed: int = 0) -> float:
+                     seed: int = 0, n_splits: int = 1) -> float:
     """d_A = 2 (1 − 2 eps), eps the held-out error of a linear domain classifier.
 
-    h_s: (n_s, d), h_t: (n_t, d), n_s, n_t >= 4. Each domain is split at random (``seed``) into
-    halves; an L2-regularised logistic regression (``l2`` · ‖w‖², full-batch L-BFGS in float64 on
-    features standardised with the training half's mean and std) learns to tell source (0) from
-    target (1) on the first halves, and eps is its *balanced* error on the second halves (the
-    mean of the two domains' error rates, so unequal sizes do not favour a constant guess).
+    h_s: (n_s, d), h_t: (n_t, d), n_s, n_t >= 4. Each domain is split at random into halves
+    (split i drawn with seed ``seed + i``; with ``n_splits`` > 1 the d_A of the splits are
+    averaged, which lowers the variance the random split adds); an L2-regularised logistic
+    regression (``l2`` · ‖w‖², full-batch L-BFGS in float64 on features standardised with the
+    training half's mean and std) learns to tell source (0) from target (1) on the first halves,
+    and eps is its *balanced* error on the second halves (the mean of the two domains' error
+    rates, so unequal sizes do not favour a constant guess).
     d_A is 0 for indistinguishable features, up to 2 for separable ones; it can be slightly
     negative by chance when eps > 1/2.
     """
@@ -284,10 +286,17 @@ def proxy_a_distance(h_s: torch.Tensor, h_t: torch.Tensor, *, l2: float = 1e-3,
     if isinstance(l2, bool) or not isinstance(l2, numbers.Real) or not l2 >= 0 \
             or not math.isfinite(l2):
         raise ValueError(f"l2 must be a finite number >= 0, got {l2!r}")
-    gen = torch.Generator().manual_seed(check_int("seed", seed, minimum=0))
+    seed = check_int("seed", seed, minimum=0)
+    n_splits = check_int("n_splits", n_splits, minimum=1)
+    h_s, h_t = h_s.detach().cpu().double(), h_t.detach().cpu().double()
+    return sum(_split_a_distance(h_s, h_t, l2, seed + i) for i in range(n_splits)) / n_splits
+
+
+def _split_a_distance(h_s: torch.Tensor, h_t: torch.Tensor, l2: float, seed: int) -> float:
+    """d_A of one random halving (seed) of each domain: see :func:`proxy_a_distance`."""
+    gen = torch.Generator().manual_seed(seed)
     parts = []
     for h in (h_s, h_t):
-        h = h.detach().cpu().double()
         perm = torch.randperm(len(h), generator=gen)
         half = len(h) // 2
         parts.append((h[perm[:half]], h[perm[half:]]))

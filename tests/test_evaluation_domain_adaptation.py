@@ -262,6 +262,14 @@ def test_proxy_a_distance_against_the_bayes_error_of_two_gaussians():
     assert proxy_a_distance(h_s, h_t) > expected + 0.2
 
 
+def test_proxy_a_distance_averages_its_splits():
+    gen = torch.Generator().manual_seed(12)
+    h_s, h_t = torch.randn(60, 2, generator=gen), torch.randn(50, 2, generator=gen) + 0.7
+    singles = [proxy_a_distance(h_s, h_t, seed=s) for s in (3, 4, 5)]
+    assert len(set(singles)) > 1                      # the split matters...
+    assert proxy_a_distance(h_s, h_t, seed=3, n_splits=3) == pytest.approx(np.mean(singles))
+
+
 def test_proxy_a_distance_bad_input():
     with pytest.raises(ValueError, match="n >= 4"):
         proxy_a_distance(torch.ones(3, 2), torch.ones(10, 2))
@@ -269,6 +277,8 @@ def test_proxy_a_distance_bad_input():
         proxy_a_distance(torch.ones(5, 2), torch.ones(10, 3))
     with pytest.raises(ValueError, match="l2 must be"):
         proxy_a_distance(torch.ones(5, 2), torch.ones(5, 2), l2=-1.0)
+    with pytest.raises(ValueError, match="n_splits must be an integer >= 1"):
+        proxy_a_distance(torch.ones(5, 2), torch.ones(5, 2), n_splits=0)
 
 
 # ---------------------------------------------------------------- the training step
