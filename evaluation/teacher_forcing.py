@@ -238,6 +238,7 @@ def teacher_forced_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> t
 def scheduled_sampling_step(model: nn.Module, optimizer: torch.optim.Optimizer,
                             epsilon: float | Callable[[int], float], *, method: str = "exact",
                             greedy: bool = False, cache: bool = True, clip: float | None = 1.0,
+                            scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
                             start: int = 0, generator: torch.Generator | None = None
                             ) -> Callable[[tuple[torch.Tensor, torch.Tensor]], dict[str, float]]:
     """A ``step((x, y)) -> {"loss", "epsilon", "truth_fed"}`` for :func:`utils.training.fit`.
@@ -247,7 +248,8 @@ def scheduled_sampling_step(model: nn.Module, optimizer: torch.optim.Optimizer,
     ``lambda i: inverse_sigmoid_decay(i, 300)``), runs :func:`mixed_rollout` on the mask
     m | :func:`given_inputs` (y) (a position whose token is not a target is always the data's),
     and minimises the cross-entropy of its logits against the true targets y (B, T), clipping
-    the gradient norm to ``clip`` (None: no clipping). With ε = 1 it is the teacher-forced step.
+    the gradient norm to ``clip`` (None: no clipping), then steps ``scheduler`` (if any). With
+    ε = 1 it is the teacher-forced step (``autoregressive.lm_step``).
     ``truth_fed`` is the measured share of the predicted positions that read the truth."""
     method = check_choice("method", method, METHODS)
     if clip is not None and (isinstance(clip, bool) or not isinstance(clip, (int, float))
@@ -277,6 +279,8 @@ def scheduled_sampling_step(model: nn.Module, optimizer: torch.optim.Optimizer,
         if clip is not None:
             torch.nn.utils.clip_grad_norm_(params, clip)
         optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
         fed = float(mask[~given].float().mean()) if bool((~given).any()) else 1.0
         return {"loss": value, "epsilon": eps, "truth_fed": fed}
 

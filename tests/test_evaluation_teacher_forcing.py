@@ -225,8 +225,12 @@ def test_scheduled_sampling_with_epsilon_one_is_the_teacher_forced_step():
     a, b = lstm(), lstm()
     opt_a = torch.optim.Adam(a.parameters(), lr=1e-2)
     opt_b = torch.optim.Adam(b.parameters(), lr=1e-2)
-    out = scheduled_sampling_step(a, opt_a, 1.0, clip=0.5)((x, y))
-    lm_step(b, opt_b, clip=0.5)((x, y))
+    sched_a = torch.optim.lr_scheduler.StepLR(opt_a, 1, gamma=0.5)
+    sched_b = torch.optim.lr_scheduler.StepLR(opt_b, 1, gamma=0.5)
+    for _ in range(2):
+        out = scheduled_sampling_step(a, opt_a, 1.0, clip=0.5, scheduler=sched_a)((x, y))
+        lm_step(b, opt_b, clip=0.5, scheduler=sched_b)((x, y))
+    assert opt_a.param_groups[0]["lr"] == pytest.approx(2.5e-3)
     assert out["epsilon"] == 1.0 and out["truth_fed"] == 1.0
     for p, q in zip(a.parameters(), b.parameters()):
         torch.testing.assert_close(p, q)
