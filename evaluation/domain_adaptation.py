@@ -24,7 +24,7 @@ The proxy A-distance d_A = 2 (1 − 2 eps) (Ben-David et al. 2007) measures how 
 of features are: eps is the held-out error of a linear domain classifier (logistic regression).
 
 Models are taken as arguments (any feature extractor / classifier / domain classifier modules),
-so this module imports no model family.
+so this module imports no model family; the MMD's U-statistic is foundations' (a math part).
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from foundations.two_sample import mmd2_from_kernels
 from utils.training import check_finite
 from utils.validation import check_choice, check_int, check_positive, shape_of
 
@@ -156,15 +157,11 @@ def mmd2(x: torch.Tensor, y: torch.Tensor,
             raise ValueError("bandwidths must be a positive number, a non-empty sequence of "
                              "them, or None; got an empty sequence")
         sigmas = [check_positive("bandwidth", s) for s in values]
-    m, n = len(x), len(y)
 
     def k(d2: torch.Tensor) -> torch.Tensor:
         return sum(torch.exp(-d2 / (2 * s * s)) for s in sigmas)
 
-    k_xx, k_yy = k(xx), k(yy)
-    same_x = (k_xx.sum() - k_xx.diagonal().sum()) / (m * (m - 1))
-    same_y = (k_yy.sum() - k_yy.diagonal().sum()) / (n * (n - 1))
-    return same_x + same_y - 2 * k(xy).mean()
+    return mmd2_from_kernels(k(xx), k(yy), k(xy))  # the U-statistic, as in foundations.mmd2
 
 
 class DomainAdaptationNet(nn.Module):
