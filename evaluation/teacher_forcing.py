@@ -54,10 +54,10 @@ from torch import nn
 from utils.training import check_finite
 from utils.validation import check_choice, check_int, shape_of
 
-__all__ = ["IGNORE", "METHODS", "Rollout", "exponential_decay", "free_running", "given_inputs",
-           "inverse_sigmoid_decay", "linear_decay", "mix_inputs", "mixed_rollout",
-           "repeated_ngrams", "scheduled_sampling_step", "teacher_forced_loss", "token_nll",
-           "truth_mask"]
+__all__ = ["IGNORE", "METHODS", "ExposureErrors", "Rollout", "exponential_decay",
+           "exposure_errors", "free_running", "given_inputs", "inverse_sigmoid_decay",
+           "linear_decay", "mix_inputs", "mixed_rollout", "repeated_ngrams",
+           "scheduled_sampling_step", "teacher_forced_loss", "token_nll", "truth_mask"]
 
 IGNORE = -100  # a target that is not scored (the value of autoregressive.IGNORE)
 METHODS = ("exact", "two_pass")
@@ -213,6 +213,36 @@ def free_running(model: nn.Module, prompt: torch.Tensor, length: int, *, greedy:
     mask[:, :T0] = True
     with torch.no_grad():
         return mixed_rollout(model, x, mask, greedy=greedy, cache=cache, generator=generator)
+
+
+class ExposureErrors(NamedTuple):
+    """(B, T) bool each, False where y is ``IGNORE``: ``teacher_forced``, the argmax is wrong
+    on the true prefix; ``free_running``, it is wrong on the model's own prefix."""
+
+    teacher_forced: torch.Tensor
+    free_running: torch.Tensor
+
+
+def exposure_errors(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, cache: bool = True
+                    ) -> ExposureErrors:
+    """Per-position argmax errors against the true targets y (B, T), teacher forced (every
+    input from x) and free running (greedy: every predicted input, i.e. not
+    :func:`given_inputs` (y), is the model's own argmax). For a task whose truth is fixed by the
+    given inputs. Both runs take the same path, so a row's free run equals the truth up to its
+    first teacher-forced error, exactly. Eval mode for the call, without gradients."""
+    x, y = _tokens("x", x), _tokens("y", y)
+    if y.shape != x.shape:
+        raise ValueError(f"y must have x's shape {tuple(x.shape)}, got {tuple(y.shape)}")
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            runs = [mixed_rollout(model, x, m, greedy=True, cache=cache).logits.argmax(-1)
+                    for m in (torch.ones_like(x, dtype=torch.bool), given_inputs(y))]
+    finally:
+        model.train(was_training)
+    scored = y != IGNORE
+    return ExposureErrors(*((guess != y) & scored for guess in runs))
 
 
 # -- losses and a step for utils.training.fit ------------------------------------------------

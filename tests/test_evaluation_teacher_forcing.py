@@ -17,6 +17,7 @@ from autoregressive import GPT, GPTConfig, RecurrentLM, generate, lm_loss, lm_st
 from evaluation import (
     IGNORE,
     exponential_decay,
+    exposure_errors,
     free_running,
     given_inputs,
     inverse_sigmoid_decay,
@@ -186,6 +187,41 @@ def test_gradients_flow_through_the_recurrent_state_of_an_exact_rollout():
     r = mixed_rollout(model, x, mask, greedy=True)
     r.logits[:, -1].sum().backward()
     assert model.rnn.weight_hh_l0.grad is not None and model.rnn.weight_hh_l0.grad.abs().sum() > 0
+
+
+def test_exact_rollout_of_a_gpt_recomputing_the_prefix_equals_its_kv_cache_and_has_gradients():
+    torch.manual_seed(0)
+    gpt = GPT(GPTConfig(vocab_size=7, block_size=16, n_layer=2, n_head=2, n_embd=16)).double()
+    x = tokens(3, 12)
+    mask = truth_mask(3, 12, 0.5, generator=torch.Generator().manual_seed(6))
+    with torch.no_grad():
+        cached = mixed_rollout(gpt, x, mask, greedy=True)
+    r = mixed_rollout(gpt, x, mask, greedy=True, cache=False)
+    assert torch.equal(r.tokens, cached.tokens)
+    torch.testing.assert_close(r.logits, cached.logits)
+    r.logits.sum().backward()
+    assert gpt.tok_emb.weight.grad.abs().sum() > 0
+
+
+def test_exposure_errors_free_run_equals_the_truth_up_to_the_first_teacher_forced_error():
+    model = lstm(vocab=5, hidden=6, seed=3)
+    x = tokens(200, 9, vocab=5, seed=7)
+    y = torch.roll(x, -1, 1)
+    y[:, 1::3] = IGNORE                     # every third input is given, the rest predicted
+    tf, free = exposure_errors(model, x, y)
+    scored = y != IGNORE
+    assert torch.equal(tf, (model(x).argmax(-1) != y) & scored)
+    assert not bool((tf | free)[~scored].any()) and model.training
+    first = tf.float().argmax(1)
+    for b in range(200):
+        if tf[b].any():
+            j = int(first[b])
+            assert not free[b, :j].any() and bool(free[b, j])
+        else:
+            assert not free[b].any()
+    assert bool((free & ~tf).any())   # past it the free run errs where teacher forcing does not
+    with pytest.raises(ValueError, match="shape"):
+        exposure_errors(model, x, y[:, :5])
 
 
 def test_rollout_bad_input():
