@@ -51,6 +51,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from utils.data import IGNORE  # a target that is not scored (= autoregressive.IGNORE, −100)
 from utils.training import check_finite
 from utils.validation import check_choice, check_int, shape_of
 
@@ -59,7 +60,6 @@ __all__ = ["IGNORE", "METHODS", "ExposureErrors", "Rollout", "exponential_decay"
            "linear_decay", "mix_inputs", "mixed_rollout", "repeated_ngrams",
            "scheduled_sampling_step", "teacher_forced_loss", "token_nll", "truth_mask"]
 
-IGNORE = -100  # a target that is not scored (the value of autoregressive.IGNORE)
 METHODS = ("exact", "two_pass")
 
 
