@@ -217,8 +217,9 @@ def invert(generator: nn.Module, x: torch.Tensor, *, steps: int = 200, lr: float
             final = rec + prior_weight * z.pow(2).sum(1)
     finally:
         _restore(generator, state)
+    finite = bool(torch.isfinite(final).all())       # reading it waits for a GPU's kernels
     seconds = time.perf_counter() - t0
-    if not bool(torch.isfinite(final).all()):
+    if not finite:
         raise ValueError("the inversion diverged (a non-finite loss); lower lr")
     best = final.view(restarts, b).argmin(0)                                     # (B,)
     cols = torch.arange(b, device=best.device)
