@@ -146,3 +146,23 @@ def test_fid_infinity_bad_input(kwargs, match):
     args.update(kwargs)
     with pytest.raises(ValueError, match=match):
         fid_infinity(args.pop("f_real"), args.pop("f_fake"), args.pop("sizes"), **args)
+
+
+def test_inception_imagenet_path_loads_a_state_dict_without_the_network(monkeypatch):
+    # the download replaced by a state dict of torchvision's own Inception3 (with the auxiliary
+    # head and 1,000 classes, as the real file has): the weights path builds, loads, drops the
+    # head and the classifier, and returns 2,048 features in evaluation mode
+    import torchvision.models._api as api
+    from torchvision.models import inception_v3
+
+    torch.manual_seed(1)
+    reference = inception_v3(weights=None, aux_logits=True, init_weights=False, num_classes=1000)
+    state = reference.state_dict()
+    monkeypatch.setattr(api, "load_state_dict_from_url", lambda *a, **k: state)
+    features = InceptionFeatures(weights="imagenet")
+    assert features.net.AuxLogits is None and not features.net.transform_input
+    x = torch.rand(2, 3, 20, 20) * 2 - 1
+    reference.eval()
+    reference.fc = torch.nn.Identity()
+    expected = reference(F.interpolate(x, size=(299, 299), mode="bilinear", align_corners=False))
+    assert torch.allclose(features(x), expected, atol=1e-5)
