@@ -3,4 +3,7 @@
 Planned: this part of the book is not written yet; see the README's reading-order table.
 """
 
-__all__: list[str] = []
+from alignment import advantages
+from alignment.advantages import *  # noqa: F403
+
+__all__: list[str] = [*advantages.__all__]
