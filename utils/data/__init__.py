@@ -12,6 +12,8 @@
   byte-level :class:`BPETokenizer` (GPT-2's scheme, trained by our own code, with
   :func:`pretokenize`); :func:`sequence_batches`, a stateless sampler of next-token windows
   ``(x, y)`` from a token stream.
+- :func:`preference_pairs`: Bradley-Terry-labelled pairs (bandit arms or vectors) from a known
+  gold reward, which it returns with them (:class:`PreferencePairs`).
 - :func:`selective_copying`, :func:`induction_heads`: the Mamba paper's synthetic tasks, with
   :func:`task_batches` (a fresh stateless batch per step) and :func:`answer_accuracy`.
 
@@ -30,6 +32,15 @@ from utils.data.drawn_shapes import (
 )
 from utils.data.handwritten_digits import DIGITS_SPLITS, digits
 from utils.data.minibatches import Batches, batches, epoch_permutation
+from utils.data.preferences import (
+    GOLD_REWARDS,
+    PREFERENCE_KINDS,
+    ArmReward,
+    LinearReward,
+    MLPReward,
+    PreferencePairs,
+    preference_pairs,
+)
 from utils.data.sequence_tasks import (
     IGNORE,
     TASKS,
@@ -66,7 +77,9 @@ __all__ = [
     "COLOUR_RGB",
     "DIGITS_SPLITS",
     "FASHION_MNIST_CLASSES",
+    "GOLD_REWARDS",
     "IGNORE",
+    "PREFERENCE_KINDS",
     "SCALE_NAMES",
     "SHAPE_NAMES",
     "TASKS",
@@ -74,10 +87,14 @@ __all__ = [
     "TEXT_SPLITS",
     "TINYSHAKESPEARE_URL",
     "TOY2D_NAMES",
+    "ArmReward",
     "BPETokenizer",
     "Batches",
     "CharTokenizer",
     "LabelledImages",
+    "LinearReward",
+    "MLPReward",
+    "PreferencePairs",
     "SequenceBatches",
     "SequenceTask",
     "ShapesData",
@@ -91,6 +108,7 @@ __all__ = [
     "fashion_mnist",
     "induction_heads",
     "mnist",
+    "preference_pairs",
     "pretokenize",
     "selective_copying",
     "sequence_batches",
