@@ -3,8 +3,9 @@
 Planned: this part of the book is not written yet; see the README's reading-order table.
 """
 
-from alignment import advantages, sequence_logprobs
+from alignment import advantages, policy_losses, sequence_logprobs
 from alignment.advantages import *  # noqa: F403
 from alignment.sequence_logprobs import *  # noqa: F403
+from alignment.policy_losses import *  # noqa: F403
 
-__all__: list[str] = [*advantages.__all__, *sequence_logprobs.__all__]
+__all__: list[str] = [*policy_losses.__all__, *advantages.__all__, *sequence_logprobs.__all__]
