@@ -1,6 +1,12 @@
 """Alignment: RLHF, reward models, Bradley-Terry, PPO, TRPO, DPO.
 
-Planned: this part of the book is not written yet; see the README's reading-order table.
+The modules are written and tested (Bradley-Terry and a reward model on the GPT; returns and
+GAE; REINFORCE, PPO's losses and KL estimators; TRPO's Fisher-vector products, conjugate
+gradient and line search; DPO, IPO and conservative DPO on summed completion log-probabilities;
+the KL-regularised optimum and RLHF's per-token rewards). The notebooks, the control tasks
+(a bandit, a gridworld, CartPole) and the end-to-end RLHF / DPO runs come next (issue 15).
+
+Each module lists its public names in ``__all__``; this package re-exports all of them.
 """
 
 from alignment import (
